@@ -1,0 +1,16 @@
+"""Shared pytest fixtures: where the team's real CT lives, and skipping cleanly when it is absent."""
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real CT folder (../shared/data); tests that need it skip with a message when it is absent."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"real CT data not found at {SHARED_DATA} (team-internal, never committed)")
+    return SHARED_DATA
