@@ -1,0 +1,178 @@
+"""Weights and model cards: find, verify and load the models the product ships and the profiles a user adapted.
+
+Every ``<name>.pt`` (a plain state dict) has a ``<name>.json`` card beside it that says what the weights are, how
+they were made and how good they are. Loading checks the card, the file's SHA-256 and the normalisation, and uses
+``torch.load(weights_only=True)`` so a weights file can never run code.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .cpce import ARCHITECTURE_CARD, CPCE2D
+from .errors import WeightsError
+from .normalization import check_card
+
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+DEFAULT_MODEL = "cpce2d-mayo-d45"
+REQUIRED_CARD_KEYS = ("name", "file", "sha256", "architecture", "normalization", "training", "losses", "validation",
+                      "command")
+
+
+def user_profiles_dir() -> Path:
+    """Folder of the user's adapted model profiles (``LDCTDENOISE_PROFILES_DIR`` overrides it)."""
+    override = os.environ.get("LDCTDENOISE_PROFILES_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "LDCTDenoise" / "profiles"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model found on disk: its name, card, and where it came from ("shipped" or "profile")."""
+
+    name: str
+    card_path: Path
+    card: dict
+    origin: str
+
+    @property
+    def weights_path(self) -> Path:
+        return self.card_path.parent / self.card["file"]
+
+
+def read_card(card_path: Path) -> dict:
+    """Parse and validate a model card; the error names the file and what is wrong."""
+    try:
+        card = json.loads(Path(card_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsError(f"Model card not found: {card_path}") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise WeightsError(f"Model card {card_path} cannot be read: {error}") from None
+    if not isinstance(card, dict):
+        raise WeightsError(f"Model card {card_path} is not a JSON object.")
+    missing = [key for key in REQUIRED_CARD_KEYS if key not in card]
+    if missing:
+        raise WeightsError(f"Model card {card_path} lacks {', '.join(missing)}.")
+    return card
+
+
+class ModelRegistry:
+    """The models in a list of folders: the shipped ones first, then the user's profiles."""
+
+    def __init__(self, directories: Optional[Sequence[Path]] = None) -> None:
+        if directories is None:
+            directories = [SHIPPED_MODELS_DIR, user_profiles_dir()]
+        self.directories = [Path(directory) for directory in directories]
+
+    def entries(self) -> list[ModelEntry]:
+        """Every readable card in the folders; a broken card is skipped here and reported by :meth:`entry`."""
+        found: dict[str, ModelEntry] = {}
+        for index, directory in enumerate(self.directories):
+            origin = "shipped" if index == 0 and directory == SHIPPED_MODELS_DIR else "profile"
+            for card_path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+                try:
+                    card = read_card(card_path)
+                except WeightsError:
+                    continue
+                found.setdefault(card["name"], ModelEntry(card["name"], card_path, card, origin))
+        return list(found.values())
+
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries()]
+
+    def entry(self, name: str) -> ModelEntry:
+        """The model called ``name``; a clear error lists the known ones otherwise."""
+        for directory in self.directories:
+            card_path = directory / f"{name}.json"
+            if card_path.is_file():
+                card = read_card(card_path)
+                origin = "shipped" if directory == SHIPPED_MODELS_DIR else "profile"
+                return ModelEntry(card["name"], card_path, card, origin)
+        known = ", ".join(self.names()) or "none"
+        raise WeightsError(f"Unknown model '{name}'. Known models: {known}.")
+
+    def load(self, name: str, device: Optional[torch.device] = None) -> tuple[CPCE2D, dict]:
+        """The verified network (in eval mode, on ``device``) and its card."""
+        entry = self.entry(name)
+        return load_weights(entry.card_path, device), entry.card
+
+
+def load_weights(card_path: Path, device: Optional[torch.device] = None) -> CPCE2D:
+    """Load the weights a card describes after checking file, checksum, architecture and normalisation."""
+    card = read_card(Path(card_path))
+    if card["architecture"].get("name") != ARCHITECTURE_CARD["name"]:
+        raise WeightsError(f"{card_path}: architecture {card['architecture'].get('name')!r} is not "
+                           f"{ARCHITECTURE_CARD['name']!r}.")
+    check_card(card["normalization"])
+    weights_path = Path(card_path).parent / card["file"]
+    if not weights_path.is_file():
+        raise WeightsError(f"Weights file {weights_path} named by {card_path} is missing.")
+    actual = sha256_file(weights_path)
+    if actual != card["sha256"]:
+        raise WeightsError(f"Weights file {weights_path} is altered or corrupt: SHA-256 {actual} does not match "
+                           f"the card's {card['sha256']}.")
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model = CPCE2D()
+        model.load_state_dict(state)
+    except Exception as error:  # torch raises several types for bad pickles and mismatched keys
+        raise WeightsError(f"Weights file {weights_path} cannot be loaded as CPCE-2D: {error}") from None
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def save_model(model: CPCE2D, card: dict, directory: Path) -> Path:
+    """Write ``<name>.pt`` and ``<name>.json`` atomically (temp file + rename); returns the card path.
+
+    The card's ``file``, ``sha256``, ``architecture`` and ``normalization`` are filled in here so they always match.
+    """
+    from .normalization import NORMALIZATION_CARD
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = card["name"]
+    weights_path = directory / f"{name}.pt"
+    card_path = directory / f"{name}.json"
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    handle, temp_weights = tempfile.mkstemp(prefix=f".{name}.", suffix=".pt.tmp", dir=directory)
+    os.close(handle)
+    handle, temp_card = tempfile.mkstemp(prefix=f".{name}.", suffix=".json.tmp", dir=directory)
+    os.close(handle)
+    try:
+        torch.save(state, temp_weights)
+        full_card = dict(card, file=weights_path.name, sha256=sha256_file(Path(temp_weights)),
+                         architecture=dict(ARCHITECTURE_CARD), normalization=dict(NORMALIZATION_CARD))
+        missing = [key for key in REQUIRED_CARD_KEYS if key not in full_card]
+        if missing:
+            raise WeightsError(f"Cannot save model '{name}': its card lacks {', '.join(missing)}.")
+        Path(temp_card).write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
+        os.replace(temp_weights, weights_path)
+        os.replace(temp_card, card_path)
+    finally:
+        for leftover in (temp_weights, temp_card):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return card_path

@@ -1,0 +1,106 @@
+"""CPCE-2D definition, normalisation, and batched inference."""
+
+import numpy as np
+import pytest
+import torch
+
+from LDCTDenoiseLib.cpce import CPCE2D, count_weights
+from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
+from LDCTDenoiseLib.inference import denoise_volume, select_device
+from LDCTDenoiseLib.normalization import HU_MIN, hu_to_model, model_to_hu
+
+
+def test_cpce2d_has_the_official_62016_weights_and_no_biases():
+    model = CPCE2D()
+    assert count_weights(model) == 62016
+    assert all("bias" not in name for name, _ in model.named_parameters())
+    kernels = {name: tuple(p.shape[-2:]) for name, p in model.named_parameters()}
+    assert sum(shape == (1, 1) for shape in kernels.values()) == 3
+    assert sum(shape == (3, 3) for shape in kernels.values()) == 8
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (9, 9), (37, 120)])
+def test_cpce2d_keeps_the_slice_size_and_output_is_non_negative(shape):
+    torch.manual_seed(0)
+    output = CPCE2D()(torch.rand(2, 1, *shape))
+    assert output.shape == (2, 1, *shape)
+    assert float(output.min()) >= 0.0
+
+
+def test_cpce2d_rejects_slices_smaller_than_its_receptive_field():
+    with pytest.raises(ValueError, match="at least 9x9"):
+        CPCE2D()(torch.rand(1, 1, 8, 64))
+
+
+def test_normalisation_round_trip_numpy_and_torch():
+    hu = np.array([-1024.0, -1000.0, 0.0, 40.0, 1500.0, 3071.0], np.float32)
+    np.testing.assert_allclose(model_to_hu(hu_to_model(hu)), hu, atol=1e-3)
+    tensor = torch.from_numpy(hu)
+    torch.testing.assert_close(model_to_hu(hu_to_model(tensor)), tensor, atol=1e-3, rtol=0)
+    assert hu_to_model(np.array([-3024.0]))[0] == 0.0
+
+
+def _noisy_volume(n_slices=5, size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    volume = np.full((n_slices, size, size), 40.0, np.float32)
+    volume += rng.normal(0, 30, volume.shape).astype(np.float32)
+    volume[:, :4, :] = -3024.0  # outside the field of view
+    return volume
+
+
+def test_denoise_volume_is_deterministic_batches_agree_and_input_is_untouched():
+    torch.manual_seed(1)
+    model = CPCE2D()
+    volume = _noisy_volume()
+    before = volume.copy()
+    one = denoise_volume(model, volume, device="cpu", batch_size=1)
+    three = denoise_volume(model, volume, device="cpu", batch_size=3)
+    again = denoise_volume(model, volume, device="cpu", batch_size=3)
+    np.testing.assert_array_equal(volume, before)
+    np.testing.assert_array_equal(three, again)
+    np.testing.assert_allclose(one, three, atol=1e-3)
+    assert one.dtype == np.float32 and one.shape == volume.shape
+
+
+def test_denoise_volume_keeps_pixels_outside_the_field_of_view():
+    output = denoise_volume(CPCE2D(), _noisy_volume(), device="cpu")
+    assert np.all(output[:, :4, :] == -3024.0)
+    assert np.all(output[:, 4:, :] >= HU_MIN)
+
+
+def test_denoise_single_slice_and_progress_reaches_the_end():
+    calls = []
+    volume = _noisy_volume(n_slices=7)
+    denoise_volume(CPCE2D(), volume, device="cpu", batch_size=3, progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 7) and calls[-1] == (7, 7) and len(calls) == 4
+    assert denoise_volume(CPCE2D(), volume[0], device="cpu").shape == volume[0].shape
+
+
+def test_denoise_cancel_stops_before_the_next_batch():
+    done = []
+    with pytest.raises(CancelledError):
+        denoise_volume(CPCE2D(), _noisy_volume(n_slices=6), device="cpu", batch_size=2,
+                       progress=lambda d, t: done.append(d), cancel=lambda: len(done) >= 2)
+    assert done[-1] == 2
+
+
+def test_device_selection():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(LDCTDenoiseError, match="no CUDA GPU"):
+            select_device("cuda")
+    with pytest.raises(LDCTDenoiseError, match="Unknown device"):
+        select_device("tpu")
+    with pytest.raises(LDCTDenoiseError, match="Batch size"):
+        denoise_volume(CPCE2D(), _noisy_volume(), device="cpu", batch_size=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_mixed_precision_matches_cpu_within_a_hounsfield_unit():
+    torch.manual_seed(0)
+    model = CPCE2D()
+    volume = _noisy_volume(size=128)
+    cpu = denoise_volume(model, volume, device="cpu")
+    gpu = denoise_volume(model, volume, device="cuda")
+    assert np.abs(cpu - gpu).max() < 1.0

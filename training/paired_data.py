@@ -1,0 +1,71 @@
+"""Paired low-dose / normal-dose slices read with the engine's DICOM reader, and body-restricted patch sampling."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from LDCTDenoiseLib.dicom_reader import read_series
+
+BODY_THRESHOLD_HU = -500.0
+
+
+@dataclass
+class PairedVolume:
+    """One patient's aligned low-dose and normal-dose slices (float32 HU, (z, y, x))."""
+
+    patient: str
+    low_dose: np.ndarray
+    normal_dose: np.ndarray
+    pixel_mm: float
+
+
+def load_pair(low_dose_dir: Path, normal_dose_dir: Path, patient: str) -> PairedVolume:
+    """Read both series and check they are the same slices (same shape and slice positions)."""
+    low = read_series(low_dose_dir)
+    normal = read_series(normal_dose_dir)
+    if low.hu.shape != normal.hu.shape or not np.allclose(low.slice_positions, normal.slice_positions, atol=0.01):
+        raise ValueError(f"{low_dose_dir} and {normal_dose_dir} are not the same slices "
+                         f"(shapes {low.hu.shape} vs {normal.hu.shape}).")
+    return PairedVolume(patient, low.hu, normal.hu, float(low.spacing[1]))
+
+
+class BodyPatchSampler:
+    """Random aligned patches whose centre lies inside the body, with flips and 90° rotations.
+
+    Air outside the patient teaches the network nothing about noise in tissue, so patch centres are drawn from
+    pixels above -500 HU in the normal-dose image.
+    """
+
+    def __init__(self, volumes: list[PairedVolume], patch_size: int, rng: np.random.Generator) -> None:
+        self.volumes = volumes
+        self.patch_size = patch_size
+        self.rng = rng
+        half = patch_size // 2
+        self.centres = []
+        for volume_index, volume in enumerate(volumes):
+            body = volume.normal_dose > BODY_THRESHOLD_HU
+            body[:, :half, :] = False
+            body[:, -half:, :] = False
+            body[:, :, :half] = False
+            body[:, :, -half:] = False
+            z, y, x = np.nonzero(body)
+            self.centres.append(np.stack([np.full_like(z, volume_index), z, y, x], axis=1))
+        self.centres = np.concatenate(self.centres)
+        if len(self.centres) == 0:
+            raise ValueError("No body pixels to sample patches from.")
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(low-dose, normal-dose) patches, each float32 (batch, 1, patch, patch) in HU."""
+        half = self.patch_size // 2
+        picks = self.centres[self.rng.integers(0, len(self.centres), batch_size)]
+        low = np.empty((batch_size, 1, self.patch_size, self.patch_size), np.float32)
+        normal = np.empty_like(low)
+        for index, (volume_index, z, y, x) in enumerate(picks):
+            volume = self.volumes[volume_index]
+            window = np.s_[z, y - half:y - half + self.patch_size, x - half:x - half + self.patch_size]
+            rotations, flip = self.rng.integers(0, 4), self.rng.integers(0, 2)
+            for source, target in ((volume.low_dose, low), (volume.normal_dose, normal)):
+                patch = np.rot90(source[window], rotations)
+                target[index, 0] = patch[:, ::-1] if flip else patch
+        return low, normal

@@ -1,0 +1,72 @@
+"""Files every training run keeps: atomic checkpoints, a CSV log and a loss-curve PNG."""
+
+import csv
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write a checkpoint through a temporary file so a killed run never leaves a truncated one."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def append_log(path: Path, row: dict) -> None:
+    """Append one row to the run's CSV log, writing the header for a new file."""
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_loss_curve(log_path: Path, png_path: Path, title: str) -> None:
+    """Training loss (and validation PSNR when logged) against iterations."""
+    rows = read_log(log_path)
+    if not rows:
+        return
+    figure = Figure(figsize=(7, 3.5), dpi=120)
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot(1, 1, 1)
+    iterations = [int(row["iteration"]) for row in rows]
+    axis.semilogy(iterations, [float(row["loss"]) for row in rows], lw=0.8, label="training loss (MSE, normalised)")
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("loss")
+    validated = [(int(row["iteration"]), float(row["val_psnr_window"])) for row in rows if row.get("val_psnr_window")]
+    if validated:
+        other = axis.twinx()
+        other.plot(*zip(*validated), "o-", color="tab:red", label="validation PSNR [-160, 240] HU")
+        other.set_ylabel("validation PSNR (dB)", color="tab:red")
+    axis.set_title(title)
+    figure.tight_layout()
+    temporary = png_path.with_name("." + png_path.name)
+    figure.savefig(temporary, format="png")
+    os.replace(temporary, png_path)
+
+
+def git_commit() -> str:
+    """The repository commit the run used (with '+dirty' when the tree had changes), for the model card."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
