@@ -1,0 +1,421 @@
+"""Read one CT series from DICOM files into a float32 HU volume with its geometry and source headers.
+
+Headers are read once without pixels to group files by series and sort slices along the slice normal; only the
+chosen series' pixels are decoded afterwards. Every problem that would make the HU values or the slice order wrong
+raises :class:`DicomInputError` naming the file; problems a per-slice denoiser tolerates (gantry tilt, uneven
+spacing) become warnings. Reading never writes to the input files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .errors import DicomInputError, SeriesSelectionError
+from .progress import CancelCheck, ProgressCallback, check_cancel, report
+
+MEDIA_STORAGE_DIRECTORY_UID = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+ORIENTATION_TOLERANCE = 1e-3  # direction cosines written with few digits still count as equal
+POSITION_TOLERANCE_MM = 1e-3  # two slices closer than this along the normal are the same slice
+TILT_TOLERANCE_DEG = 0.1
+UNEVEN_SPACING_TOLERANCE = 0.01  # relative to the median spacing, with a 0.01 mm floor
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series found in the input, as offered to the user for choosing."""
+
+    series_uid: str
+    description: str
+    modality: str
+    n_slices: int
+    files: tuple[Path, ...]
+
+
+@dataclass
+class CTVolume:
+    """A CT series in HU with the geometry and the headers the writer needs to make a derived series."""
+
+    hu: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+    slice_positions: np.ndarray
+    series_uid: str
+    description: str
+    source_files: list[Path]
+    frame_indices: list[int | None]
+    headers: list[pydicom.Dataset]
+    warnings: list[str]
+    gantry_tilt_deg: float
+    uneven_spacing: bool
+
+
+@dataclass
+class _Slice:
+    """One image plane (a single-frame file or one frame of an Enhanced CT object) before its pixels are read."""
+
+    path: Path
+    frame: int | None
+    header: pydicom.Dataset
+    orientation: np.ndarray
+    position: np.ndarray
+    pixel_spacing: tuple[float, float]
+    slope: float
+    intercept: float
+    rescale_type: str
+    tilt_tag: float
+
+
+def list_series(paths: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
+    """List the series in the given files and folders (folders are searched recursively)."""
+    return [info for info, _ in _scan(paths, None)]
+
+
+def read_series(
+    paths: str | Path | Sequence[str | Path],
+    series_uid: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> CTVolume:
+    """Read one CT series as HU; ``series_uid`` picks it when the input holds several."""
+    found = _scan(paths, cancel)
+    if series_uid is None:
+        if len(found) > 1:
+            infos = [info for info, _ in found]
+            raise SeriesSelectionError(
+                f"{len(found)} series found; choose one by its SeriesInstanceUID:\n" + _describe(infos), infos
+            )
+        info, headers = found[0]
+    else:
+        matches = [item for item in found if item[0].series_uid == series_uid]
+        if not matches:
+            raise DicomInputError(
+                f"series {series_uid!r} is not in the input; available:\n" + _describe([i for i, _ in found])
+            )
+        info, headers = matches[0]
+
+    slices = _sorted_slices(headers)
+    warnings, tilt, uneven, spacing_z, positions = _check_geometry(slices)
+    hu = _read_pixels(slices, progress, cancel)
+
+    first = slices[0]
+    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
+    direction = np.column_stack([row_dir, col_dir, np.cross(row_dir, col_dir)])
+    # PixelSpacing is (row spacing = along y, column spacing = along x).
+    spacing = (spacing_z, first.pixel_spacing[0], first.pixel_spacing[1])
+    return CTVolume(
+        hu=hu,
+        spacing=tuple(float(s) for s in spacing),
+        origin=tuple(float(p) for p in first.position),
+        direction=direction,
+        slice_positions=positions,
+        series_uid=info.series_uid,
+        description=info.description,
+        source_files=[s.path for s in slices],
+        frame_indices=[s.frame for s in slices],
+        headers=[s.header for s in slices],
+        warnings=warnings,
+        gantry_tilt_deg=tilt,
+        uneven_spacing=uneven,
+    )
+
+
+def _describe(infos: list[SeriesInfo]) -> str:
+    return "\n".join(
+        f"  {i.series_uid or '<empty SeriesInstanceUID>'}  {i.description or '<no description>'}  "
+        f"({i.modality or '?'}, {i.n_slices} slices)"
+        for i in infos
+    )
+
+
+def _input_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DicomInputError(f"{path}: no such file or folder")
+    return files
+
+
+def _read_header(path: Path) -> pydicom.Dataset | None:
+    """The header without pixels, or None for a file that is clearly not DICOM (no 'DICM' prefix).
+
+    pydicom stops quietly at the end of a truncated file, so an image whose header runs to the end of the file (no
+    PixelData after it) is reported here, before any pixels are read.
+    """
+    try:
+        with open(path, "rb") as stream:
+            header = pydicom.dcmread(stream, stop_before_pixels=True, force=False)
+            reached_end = stream.tell() >= os.fstat(stream.fileno()).st_size
+    except InvalidDicomError:
+        return None
+    except Exception as exc:  # a DICOM file that pydicom cannot parse: truncated or corrupt
+        raise DicomInputError(f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
+    if "TransferSyntaxUID" not in header.file_meta:
+        raise DicomInputError(f"{path}: unreadable or truncated DICOM file (incomplete file meta information)")
+    if reached_end and ("Rows" in header or "Image Storage" in pydicom.uid.UID(_sop_class(header)).name):
+        raise DicomInputError(f"{path}: no PixelData: the image file is truncated or holds no pixels")
+    return header
+
+
+def _scan(
+    paths: str | Path | Sequence[str | Path], cancel: CancelCheck | None
+) -> list[tuple[SeriesInfo, list[tuple[Path, pydicom.Dataset]]]]:
+    """Group the DICOM headers under ``paths`` by SeriesInstanceUID."""
+    files = _input_files(paths)
+    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    for path in files:
+        check_cancel(cancel)
+        header = _read_header(path)
+        if header is None or _sop_class(header) == MEDIA_STORAGE_DIRECTORY_UID:
+            continue
+        groups.setdefault(str(header.get("SeriesInstanceUID", "") or ""), []).append((path, header))
+    if not groups:
+        where = ", ".join(str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths))
+        raise DicomInputError(f"no DICOM files found in {where} (files without the 'DICM' prefix are not read)")
+    found = []
+    for uid, members in groups.items():
+        header = members[0][1]
+        found.append(
+            (
+                SeriesInfo(
+                    series_uid=uid,
+                    description=str(header.get("SeriesDescription", "") or ""),
+                    modality=str(header.get("Modality", "") or ""),
+                    n_slices=sum(_n_frames(h) for _, h in members),
+                    files=tuple(p for p, _ in members),
+                ),
+                members,
+            )
+        )
+    return sorted(found, key=lambda item: str(item[0].files[0]))
+
+
+def _sop_class(header: pydicom.Dataset) -> str:
+    uid = str(header.get("SOPClassUID", "") or "")
+    if not uid and hasattr(header, "file_meta"):
+        uid = str(header.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    return uid
+
+
+def _n_frames(header: pydicom.Dataset) -> int:
+    try:
+        return max(int(header.get("NumberOfFrames", 1) or 1), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _is_enhanced(header: pydicom.Dataset) -> bool:
+    return "PerFrameFunctionalGroupsSequence" in header or "SharedFunctionalGroupsSequence" in header
+
+
+def slice_attribute(header: pydicom.Dataset, frame: int | None, sequence: str, keyword: str) -> Any:
+    """An attribute of one slice: the top level of a single-frame file (``frame`` None); for a frame of an Enhanced
+    object, ``keyword`` inside the functional group ``sequence``, per-frame first, then shared, then the top level."""
+    if frame is not None:
+        for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+            items = header.get(groups)
+            if not items:
+                continue
+            group = items[frame] if groups == "PerFrameFunctionalGroupsSequence" and frame < len(items) else items[0]
+            inner = group.get(sequence)
+            if inner and keyword in inner[0]:
+                return inner[0][keyword].value
+    return header.get(keyword)
+
+
+def _floats(value: Any, count: int, where: str, name: str) -> np.ndarray:
+    try:
+        values = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.array([])
+    if values.size != count or not np.all(np.isfinite(values)):
+        raise DicomInputError(f"{where}: {name} missing or invalid ({value!r}); cannot place the slice in space")
+    return values
+
+
+def _make_slice(path: Path, header: pydicom.Dataset, frame: int | None) -> _Slice:
+    def get(sequence: str, keyword: str) -> Any:
+        return slice_attribute(header, frame, sequence, keyword)
+
+    where = _where(path, frame)
+    slope = get("PixelValueTransformationSequence", "RescaleSlope")
+    intercept = get("PixelValueTransformationSequence", "RescaleIntercept")
+    if slope is None or intercept is None or str(slope).strip() == "" or str(intercept).strip() == "":
+        raise DicomInputError(
+            f"{where}: RescaleSlope/RescaleIntercept missing: the stored values are not HU and the scale "
+            f"cannot be guessed"
+        )
+    tilt = get("CTAcquisitionDetailsSequence", "GantryDetectorTilt")
+    orientation = get("PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = _floats(get("PixelMeasuresSequence", "PixelSpacing"), 2, where, "PixelSpacing")
+    return _Slice(
+        path=path,
+        frame=frame,
+        header=header,
+        orientation=_floats(orientation, 6, where, "ImageOrientationPatient"),
+        position=_floats(get("PlanePositionSequence", "ImagePositionPatient"), 3, where, "ImagePositionPatient"),
+        pixel_spacing=(float(spacing[0]), float(spacing[1])),
+        slope=float(slope),
+        intercept=float(intercept),
+        rescale_type=str(get("PixelValueTransformationSequence", "RescaleType") or ""),
+        tilt_tag=float(tilt) if tilt not in (None, "") else 0.0,
+    )
+
+
+def _validate_header(path: Path, header: pydicom.Dataset) -> None:
+    modality = str(header.get("Modality", "") or "")
+    if modality != "CT":
+        raise DicomInputError(f"{path}: modality is {modality or 'missing'!r}, not CT; only CT series can be denoised")
+    if int(header.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DicomInputError(f"{path}: {header.get('SamplesPerPixel')} samples per pixel; CT must be greyscale")
+    if "Rows" not in header or "Columns" not in header:
+        raise DicomInputError(f"{path}: Rows/Columns missing; not an image")
+    if _n_frames(header) > 1 and not _is_enhanced(header):
+        raise DicomInputError(f"{path}: multi-frame object without functional groups; slice positions unknown")
+
+
+def _sorted_slices(headers: list[tuple[Path, pydicom.Dataset]]) -> list[_Slice]:
+    """All slices of the series, sorted by position along the slice normal, with consistent size and orientation."""
+    slices: list[_Slice] = []
+    for path, header in headers:
+        _validate_header(path, header)
+        if _is_enhanced(header):
+            slices.extend(_make_slice(path, header, frame) for frame in range(_n_frames(header)))
+        else:
+            slices.append(_make_slice(path, header, None))
+
+    first = slices[0]
+    size = (int(first.header.Rows), int(first.header.Columns))
+    for s in slices[1:]:
+        other = (int(s.header.Rows), int(s.header.Columns))
+        if other != size:
+            raise DicomInputError(
+                f"mixed image sizes in one series: {first.path} is {size[0]}x{size[1]}, "
+                f"{s.path} is {other[0]}x{other[1]}"
+            )
+        if np.max(np.abs(s.orientation - first.orientation)) > ORIENTATION_TOLERANCE:
+            raise DicomInputError(
+                f"mixed orientations in one series: {first.path} has ImageOrientationPatient "
+                f"{first.orientation.round(4).tolist()}, {s.path} has {s.orientation.round(4).tolist()}"
+            )
+        if not np.allclose(s.pixel_spacing, first.pixel_spacing, rtol=1e-4, atol=1e-4):
+            raise DicomInputError(
+                f"mixed pixel spacing in one series: {first.path} has {first.pixel_spacing}, "
+                f"{s.path} has {s.pixel_spacing}"
+            )
+
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
+    slices.sort(key=lambda s: float(np.dot(s.position, normal)))
+    return slices
+
+
+def _check_geometry(slices: list[_Slice]) -> tuple[list[str], float, bool, float, np.ndarray]:
+    """Warnings, gantry tilt (degrees), uneven flag, z spacing and slice positions along the normal."""
+    first = slices[0]
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
+    positions = np.array([np.dot(s.position, normal) for s in slices], dtype=np.float64)
+    warnings: list[str] = []
+
+    steps = np.diff(positions)
+    duplicates = np.flatnonzero(steps < POSITION_TOLERANCE_MM)
+    if duplicates.size:
+        k = int(duplicates[0])
+        a, b = slices[k], slices[k + 1]
+        raise DicomInputError(
+            f"duplicate slice position {positions[k]:.3f} mm along the normal: {_where(a.path, a.frame)} and "
+            f"{_where(b.path, b.frame)} (repeated files or several acquisitions in one series?)"
+        )
+
+    if len(slices) > 1:
+        spacing_z = float(np.median(steps))
+        uneven = bool(np.max(np.abs(steps - spacing_z)) > max(0.01, UNEVEN_SPACING_TOLERANCE * spacing_z))
+        stack = slices[-1].position - first.position
+        geometric_tilt = float(np.degrees(np.arccos(min(1.0, abs(np.dot(stack, normal)) / np.linalg.norm(stack)))))
+    else:
+        thickness = (
+            slice_attribute(first.header, first.frame, "PixelMeasuresSequence", "SpacingBetweenSlices")
+            or slice_attribute(first.header, first.frame, "PixelMeasuresSequence", "SliceThickness")
+            or 1.0
+        )
+        spacing_z, uneven, geometric_tilt = float(thickness), False, 0.0
+
+    tilt = 0.0
+    if abs(first.tilt_tag) > 0.01:
+        tilt = first.tilt_tag
+    elif geometric_tilt > TILT_TOLERANCE_DEG:
+        tilt = geometric_tilt
+    if tilt:
+        warnings.append(f"gantry tilt {tilt:.1f}° — denoised per slice, geometry kept")
+    if uneven:
+        warnings.append(
+            f"uneven slice spacing: {steps.min():.2f} to {steps.max():.2f} mm (median {spacing_z:.2f} mm) — "
+            f"denoised per slice, geometry kept"
+        )
+    types = sorted({s.rescale_type for s in slices if s.rescale_type and s.rescale_type.upper() != "HU"})
+    if types:
+        warnings.append(
+            f"RescaleType is {', '.join(types)} rather than HU in {first.path}: the values may not be Hounsfield units"
+        )
+    return warnings, float(tilt), uneven, spacing_z, positions
+
+
+def _where(path: Path, frame: int | None) -> str:
+    return str(path) if frame is None else f"{path} (frame {frame + 1})"
+
+
+def _read_pixels(
+    slices: list[_Slice], progress: ProgressCallback | None, cancel: CancelCheck | None
+) -> np.ndarray:
+    """Decode each file once and place its frames in sorted order, applying each slice's rescale."""
+    rows, cols = int(slices[0].header.Rows), int(slices[0].header.Columns)
+    hu = np.empty((len(slices), rows, cols), dtype=np.float32)
+    by_file: dict[Path, list[int]] = {}
+    for index, s in enumerate(slices):
+        by_file.setdefault(s.path, []).append(index)
+
+    done = 0
+    for path, indices in by_file.items():
+        check_cancel(cancel)
+        pixels = _decode(path)
+        header = slices[indices[0]].header
+        expected = (_n_frames(header), rows, cols) if _is_enhanced(header) else (rows, cols)
+        if pixels.ndim == 2 and len(expected) == 3:
+            pixels = pixels[np.newaxis]
+        if pixels.shape != expected:
+            raise DicomInputError(f"{path}: pixel data has shape {pixels.shape}, the header says {expected}")
+        for index in indices:
+            s = slices[index]
+            frame = pixels if s.frame is None else pixels[s.frame]
+            hu[index] = frame.astype(np.float32) * np.float32(s.slope) + np.float32(s.intercept)
+        done += len(indices)
+        report(progress, done, len(slices))
+    return hu
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        dataset = pydicom.dcmread(path)
+    except Exception as exc:
+        raise DicomInputError(f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
+    try:
+        return dataset.pixel_array
+    except Exception as exc:  # truncated pixel data, or a codec that is not installed
+        syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
+        raise DicomInputError(
+            f"{path}: cannot decode the pixel data ({getattr(syntax, 'name', syntax)}; truncated or corrupt file, "
+            f"or no decoder installed): {type(exc).__name__}: {exc}"
+        ) from exc

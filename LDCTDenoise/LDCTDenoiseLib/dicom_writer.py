@@ -1,0 +1,238 @@
+"""Write a processed HU volume as a derived DICOM series beside (never over) its source.
+
+The output keeps every source header except what must change for a new, derived series in the same study: new
+series and instance UIDs, DERIVED image type, the derivation description, a new series number and description, a
+soft-tissue window, and the pixels (stored with the source's rescale, uncompressed). Everything is written into a
+hidden sibling folder that is renamed to the output folder only when complete, so a failure or a cancel leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+from .dicom_reader import CTVolume, slice_attribute
+from .errors import LDCTDenoiseError
+from .progress import CancelCheck, ProgressCallback, check_cancel, report
+
+_PYDICOM_3 = int(pydicom.__version__.split(".")[0]) >= 3
+WINDOW_CENTER, WINDOW_WIDTH = 40, 400
+SERIES_NUMBER_OFFSET = 1000
+MAX_INTEGER_STRING = 2**31 - 1  # IS values must fit a signed 32-bit integer
+MAX_LO, MAX_ST = 64, 1024  # value lengths of SeriesDescription (LO) and DerivationDescription (ST)
+# Elements that describe the old encoding or the old pixel values and would be wrong in the output.
+_STALE_KEYWORDS = (
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "WindowCenterWidthExplanation",
+    "PlanarConfiguration",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)
+
+
+def write_derived_series(
+    volume: CTVolume,
+    hu: np.ndarray,
+    out_dir: str | Path,
+    *,
+    derivation_description: str,
+    series_description_suffix: str = " [LDCTDenoise]",
+    series_number: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> list[Path]:
+    """Write ``hu`` (shaped like ``volume.hu``) as a new series of the source study in the new folder ``out_dir``."""
+    hu = np.asarray(hu)
+    if hu.shape != volume.hu.shape:
+        raise LDCTDenoiseError(f"the volume to write has shape {hu.shape}, the source series {volume.hu.shape}")
+    if not np.all(np.isfinite(hu)):
+        raise LDCTDenoiseError("the volume to write contains NaN or infinite values; nothing was written")
+    out_dir = Path(out_dir).absolute()
+    _check_destination(out_dir, volume.source_files)
+
+    objects = _group_by_source(volume)
+    series = _SeriesValues(volume, derivation_description, series_description_suffix, series_number)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
+    staging.mkdir()
+    try:
+        names, done = [], 0
+        for number, indices in enumerate(objects, start=1):
+            check_cancel(cancel)
+            dataset = _derived_dataset(volume, hu, indices, series)
+            name = f"{number:05d}.dcm"
+            _save(dataset, staging / name)
+            names.append(name)
+            done += len(indices)
+            report(progress, done, len(volume.source_files))
+        check_cancel(cancel)
+        if out_dir.exists():
+            out_dir.rmdir()  # an empty folder the caller made; checked empty above
+        os.rename(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out_dir / name for name in names]
+
+
+class _SeriesValues:
+    """Values shared by every instance of the derived series."""
+
+    def __init__(self, volume: CTVolume, derivation: str, suffix: str, series_number: int | None) -> None:
+        first = volume.headers[0]
+        self.series_uid = generate_uid()
+        # An anonymised source may have emptied the study UID; a generated one keeps the output valid DICOM.
+        self.study_uid = str(first.get("StudyInstanceUID", "") or "") or generate_uid()
+        self.description = (str(first.get("SeriesDescription", "") or "") + suffix).strip()[:MAX_LO]
+        self.derivation = derivation[:MAX_ST]
+        if series_number is None:
+            try:
+                source = int(first.get("SeriesNumber", 0) or 0)
+            except (TypeError, ValueError):
+                source = 0
+            series_number = source + SERIES_NUMBER_OFFSET
+        self.series_number = int(np.clip(series_number, 1, MAX_INTEGER_STRING))
+        now = datetime.datetime.now()
+        self.content_date, self.content_time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+
+
+def _check_destination(out_dir: Path, sources: list[Path]) -> None:
+    """Never write into a source folder, over source files or into a non-empty folder."""
+    target = out_dir.resolve()
+    for source in {Path(s).resolve() for s in sources}:
+        if target == source.parent:
+            raise LDCTDenoiseError(f"{out_dir}: the output folder is the folder of the source file {source}")
+        if target in source.parents:
+            raise LDCTDenoiseError(f"{out_dir}: the output folder contains the source file {source}")
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise LDCTDenoiseError(f"{out_dir}: exists and is not a folder; nothing is overwritten")
+        if any(out_dir.iterdir()):
+            raise LDCTDenoiseError(f"{out_dir}: the output folder exists and is not empty; nothing is overwritten")
+
+
+def _group_by_source(volume: CTVolume) -> list[list[int]]:
+    """Slice indices per source object, in slice order: one output object per source object."""
+    groups: dict[Path, list[int]] = {}
+    for index, path in enumerate(volume.source_files):
+        groups.setdefault(path, []).append(index)
+    return list(groups.values())
+
+
+def _derived_dataset(volume: CTVolume, hu: np.ndarray, indices: list[int], series: _SeriesValues) -> Dataset:
+    source = volume.headers[indices[0]]
+    frames = [volume.frame_indices[i] for i in indices]
+    enhanced = frames[0] is not None
+    dataset = copy.deepcopy(source)
+    for element in list(dataset):
+        if element.tag.element == 0 or element.keyword in _STALE_KEYWORDS:  # group lengths are stale too
+            del dataset[element.tag]
+
+    meta = copy.deepcopy(getattr(source, "file_meta", None) or FileMetaDataset())
+    sop_class = str(dataset.get("SOPClassUID", "") or "") or str(meta.get("MediaStorageSOPClassUID", "") or "")
+    source_instance = str(dataset.get("SOPInstanceUID", "") or "")
+    sop_instance = generate_uid()
+    dataset.SOPClassUID = sop_class
+    dataset.SOPInstanceUID = sop_instance
+    dataset.StudyInstanceUID = series.study_uid
+    dataset.SeriesInstanceUID = series.series_uid
+    dataset.SeriesNumber = series.series_number
+    dataset.SeriesDescription = series.description
+    dataset.DerivationDescription = series.derivation
+    dataset.ImageType = _derived_image_type(dataset.get("ImageType"), enhanced)
+    dataset.ContentDate, dataset.ContentTime = series.content_date, series.content_time
+    if source_instance and not enhanced:  # Enhanced CT references sources per frame, in its functional groups
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = sop_class
+        reference.ReferencedSOPInstanceUID = source_instance
+        dataset.SourceImageSequence = Sequence([reference])
+
+    if enhanced:
+        _update_functional_groups(dataset)
+        order = np.argsort(frames)
+        if not np.array_equal(np.sort(frames), np.arange(int(dataset.get("NumberOfFrames", 1) or 1))):
+            raise LDCTDenoiseError(f"{volume.source_files[indices[0]]}: the volume does not hold every frame")
+        pixels = np.stack([_stored_values(hu[indices[k]], dataset, volume, indices[k]) for k in order])
+    else:
+        dataset.WindowCenter, dataset.WindowWidth = WINDOW_CENTER, WINDOW_WIDTH
+        pixels = _stored_values(hu[indices[0]], dataset, volume, indices[0])
+
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.PixelData = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
+    dataset["PixelData"].VR = "OW" if int(dataset.BitsAllocated) > 8 else "OB"
+
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    for keyword in ("ImplementationVersionName", "SourceApplicationEntityTitle", "FileMetaInformationGroupLength"):
+        if keyword in meta:
+            delattr(meta, keyword)
+    dataset.file_meta = meta
+    return dataset
+
+
+def _derived_image_type(value: object, enhanced: bool) -> list[str]:
+    """DERIVED\\SECONDARY (keeping further values); Enhanced CT only allows PRIMARY as value 2."""
+    if isinstance(value, str):
+        values = [value] if value else []
+    else:
+        values = [str(v) for v in value or []]
+    return ["DERIVED", "PRIMARY" if enhanced else "SECONDARY", *values[2:]]
+
+
+def _update_functional_groups(dataset: Dataset) -> None:
+    """Mark frames DERIVED and set the soft-tissue window where Enhanced CT keeps them: in the functional groups."""
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    if not shared:
+        dataset.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+        shared = dataset.SharedFunctionalGroupsSequence
+    has_window = False
+    for group in [*shared, *dataset.get("PerFrameFunctionalGroupsSequence", [])]:
+        for item in group.get("CTImageFrameTypeSequence", []):
+            if "FrameType" in item:
+                item.FrameType = ["DERIVED", *[str(v) for v in item.FrameType][1:]]
+        for item in group.get("FrameVOILUTSequence", []):
+            item.WindowCenter, item.WindowWidth = WINDOW_CENTER, WINDOW_WIDTH
+            if "WindowCenterWidthExplanation" in item:
+                del item.WindowCenterWidthExplanation
+            has_window = True
+    if not has_window:
+        window = Dataset()
+        window.WindowCenter, window.WindowWidth = WINDOW_CENTER, WINDOW_WIDTH
+        shared[0].FrameVOILUTSequence = Sequence([window])
+
+
+def _stored_values(hu: np.ndarray, dataset: Dataset, volume: CTVolume, index: int) -> np.ndarray:
+    """HU back to the source's stored values: same rescale, rounded, clipped to the stored bit depth."""
+    header, frame = volume.headers[index], volume.frame_indices[index]
+    slope = float(slice_attribute(header, frame, "PixelValueTransformationSequence", "RescaleSlope"))
+    intercept = float(slice_attribute(header, frame, "PixelValueTransformationSequence", "RescaleIntercept"))
+    bits_allocated, bits_stored = int(dataset.BitsAllocated), int(dataset.get("BitsStored", dataset.BitsAllocated))
+    signed = int(dataset.get("PixelRepresentation", 0)) == 1
+    low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2**bits_stored - 1)
+    dtype = np.dtype(f"{'i' if signed else 'u'}{bits_allocated // 8}")
+    stored = np.rint((hu.astype(np.float64) - intercept) / slope)
+    return np.clip(stored, low, high).astype(dtype)
+
+
+def _save(dataset: Dataset, path: Path) -> None:
+    """Write in the DICOM file format, explicit VR little endian, with pydicom 2.4 or 3.x."""
+    if _PYDICOM_3:
+        dataset.save_as(path, enforce_file_format=True, overwrite=False)
+    else:
+        dataset.is_little_endian, dataset.is_implicit_VR = True, False
+        dataset.save_as(path, write_like_original=False)

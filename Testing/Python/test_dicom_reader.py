@@ -1,0 +1,302 @@
+"""Reading CT series: HU, slice order and geometry on real files, and a clear error for each bad input."""
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_factory import phantom_hu, save, snapshot, write_ct_series, write_enhanced_ct
+from LDCTDenoiseLib.dicom_reader import CTVolume, list_series, read_series
+from LDCTDenoiseLib.errors import CancelledError, DicomInputError, SeriesSelectionError
+from pydicom.data import get_testdata_file
+from pydicom.uid import ImplicitVRLittleEndian
+
+
+@pytest.fixture
+def series(tmp_path: Path) -> tuple[Path, list[Path], np.ndarray]:
+    """A valid 5-slice 32² series with a stray text file beside it."""
+    hu = phantom_hu()
+    folder = tmp_path / "series"
+    paths = write_ct_series(folder, hu)
+    (folder / "README.txt").write_text("not DICOM")
+    return folder, paths, hu
+
+
+def spoil(path: Path, **changes) -> None:
+    """Rewrite one file with attributes changed (None deletes)."""
+    ds = pydicom.dcmread(path)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    save(ds, path)
+
+
+def expect_error(folder: Path, match: str, error=DicomInputError, **kwargs) -> None:
+    """The read fails with ``match`` in the message and leaves the input exactly as it was."""
+    before = snapshot(folder)
+    with pytest.raises(error, match=match):
+        read_series(folder, **kwargs)
+    assert snapshot(folder) == before
+
+
+# --- valid input -------------------------------------------------------------------------------------------------
+
+
+def test_reads_hu_sorted_by_position_not_instance_number(series):
+    folder, paths, hu = series
+    before = snapshot(folder)
+    volume = read_series(folder)
+    assert snapshot(folder) == before
+    assert isinstance(volume, CTVolume)
+    assert volume.hu.dtype == np.float32 and volume.hu.shape == (5, 32, 32)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.source_files == paths  # slice order, although InstanceNumber runs the other way
+    assert volume.frame_indices == [None] * 5
+    assert volume.spacing == pytest.approx((2.5, 0.75, 0.7))
+    assert volume.origin == pytest.approx((-12.0, -11.0, -40.0))
+    np.testing.assert_allclose(volume.direction, np.eye(3))
+    np.testing.assert_allclose(volume.slice_positions, -40.0 + 2.5 * np.arange(5))
+    assert volume.description == "Synthetic LDCT"
+    assert volume.warnings == [] and volume.gantry_tilt_deg == 0.0 and not volume.uneven_spacing
+    assert all("PixelData" not in h for h in volume.headers)
+    assert [int(h.InstanceNumber) for h in volume.headers] == [5, 4, 3, 2, 1]
+
+
+def test_applies_rescale_slope_and_intercept_for_signed_data(tmp_path):
+    hu = phantom_hu(3, 16)
+    write_ct_series(tmp_path, hu, slope=0.5, intercept=-1000.0, signed=True, bits_stored=16)
+    np.testing.assert_allclose(read_series(tmp_path).hu, hu, atol=0.25)
+
+
+def test_reads_implicit_vr_files_and_explicit_file_lists(tmp_path):
+    paths = write_ct_series(tmp_path, transfer_syntax=ImplicitVRLittleEndian)
+    volume = read_series([paths[3], paths[0], str(paths[1]), paths[4], paths[2]])
+    assert volume.source_files == paths
+    assert read_series(paths[2]).hu.shape == (1, 32, 32)
+
+
+def test_oblique_orientation_sorts_along_the_normal(tmp_path):
+    # Rows along y, columns along z: the normal is +x, so x decides the order.
+    positions = [(5.0 * k, 3.0, 1.0) for k in (2, 0, 4, 1, 3)]
+    paths = write_ct_series(tmp_path, positions=positions, orientation=(0, 1, 0, 0, 0, 1))
+    volume = read_series(tmp_path)
+    assert volume.source_files == [paths[i] for i in (1, 3, 0, 4, 2)]
+    np.testing.assert_allclose(volume.slice_positions, [0, 5, 10, 15, 20])
+    np.testing.assert_allclose(volume.direction, [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
+    assert volume.origin == (0.0, 3.0, 1.0)
+
+
+def test_gantry_tilt_from_geometry_is_a_warning_and_geometry_is_kept(tmp_path):
+    angle = np.radians(15.0)
+    orientation = (1, 0, 0, 0, np.cos(angle), -np.sin(angle))
+    positions = [(0.0, 0.0, 3.0 * k) for k in range(5)]  # the table moves along z, the image plane is tilted
+    write_ct_series(tmp_path, positions=positions, orientation=orientation)
+    volume = read_series(tmp_path)
+    assert volume.gantry_tilt_deg == pytest.approx(15.0, abs=0.01)
+    assert volume.warnings == ["gantry tilt 15.0° — denoised per slice, geometry kept"]
+    assert volume.spacing[0] == pytest.approx(3.0 * np.cos(angle))
+    assert [list(map(float, h.ImagePositionPatient)) for h in volume.headers] == [list(p) for p in positions]
+
+
+def test_gantry_tilt_tag_alone_is_reported(tmp_path):
+    write_ct_series(tmp_path, extra={"GantryDetectorTilt": -7.5})
+    volume = read_series(tmp_path)
+    assert volume.gantry_tilt_deg == -7.5
+    assert "gantry tilt -7.5° — denoised per slice, geometry kept" in volume.warnings
+
+
+def test_uneven_spacing_is_a_warning(tmp_path):
+    write_ct_series(tmp_path, positions=[(0, 0, z) for z in (0.0, 2.0, 4.0, 9.0, 11.0)])
+    volume = read_series(tmp_path)
+    assert volume.uneven_spacing and volume.spacing[0] == 2.0
+    assert any(w.startswith("uneven slice spacing: 2.00 to 5.00 mm") for w in volume.warnings)
+
+
+def test_enhanced_ct_multiframe(tmp_path):
+    hu = phantom_hu(4, 24, seed=1)
+    path = write_enhanced_ct(tmp_path / "enhanced.dcm", hu, slope=2.0, intercept=-2000.0)
+    volume = read_series(path)
+    np.testing.assert_allclose(volume.hu, hu, atol=1.0)
+    assert volume.frame_indices == [3, 2, 1, 0]
+    assert volume.source_files == [path] * 4
+    assert volume.spacing == pytest.approx((3.0, 0.8, 0.8))
+    assert volume.origin == pytest.approx((-10.0, -10.0, 100.0))
+    assert list_series(tmp_path)[0].n_slices == 4
+
+
+def test_progress_and_cancel(series):
+    folder, _, _ = series
+    calls = []
+    read_series(folder, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (5, 5) and len(calls) == 5
+    with pytest.raises(CancelledError):
+        read_series(folder, cancel=lambda: True)
+
+
+def test_several_series_must_be_chosen(tmp_path):
+    first = write_ct_series(tmp_path / "a")
+    write_ct_series(tmp_path / "b", phantom_hu(3, 32), extra={"SeriesDescription": "Other recon"})
+    uid = pydicom.dcmread(first[0]).SeriesInstanceUID
+    found = list_series(tmp_path)
+    assert sorted((s.description, s.n_slices, s.modality) for s in found) == [
+        ("Other recon", 3, "CT"),
+        ("Synthetic LDCT", 5, "CT"),
+    ]
+    before = snapshot(tmp_path)
+    listing = rf"2 series found(.|\n)*{uid}  Synthetic LDCT  \(CT, 5 slices\)"
+    with pytest.raises(SeriesSelectionError, match=listing) as e:
+        read_series(tmp_path)
+    assert len(e.value.series) == 2
+    assert read_series(tmp_path, series_uid=uid).source_files == first
+    with pytest.raises(DicomInputError, match=r"'1\.2\.3' is not in the input; available:(.|\n)*Other recon"):
+        read_series(tmp_path, series_uid="1.2.3")
+    assert snapshot(tmp_path) == before
+
+
+def test_pydicom_ct_small():
+    volume = read_series(get_testdata_file("CT_small.dcm"))
+    assert volume.hu.shape == (1, 128, 128)
+    assert volume.spacing == pytest.approx((5.0, 0.661468, 0.661468))
+    assert volume.hu.min() == -896.0  # stored 128, intercept -1024
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_folder_without_dicom(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    expect_error(tmp_path, "no DICOM files found")
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DicomInputError, match="no such file or folder"):
+        read_series(tmp_path / "absent")
+
+
+def test_non_ct_modality(series):
+    folder, paths, _ = series
+    spoil(paths[2], Modality="MR")
+    expect_error(folder, rf"{paths[2].name}: modality is 'MR', not CT")
+
+
+def test_missing_pixel_data(series):
+    folder, paths, _ = series
+    spoil(paths[1], PixelData=None)
+    expect_error(folder, rf"{paths[1].name}: no PixelData: the image file is truncated or holds no pixels")
+
+
+def test_mixed_image_sizes_names_both_files(tmp_path):
+    paths = write_ct_series(tmp_path)
+    uid = pydicom.dcmread(paths[0]).SeriesInstanceUID
+    write_ct_series(tmp_path / "odd", phantom_hu(1, 16), series_uid=uid, positions=[(0, 0, 50.0)])
+    expect_error(tmp_path, r"mixed image sizes in one series: \S*IM0001\.dcm is 32x32, \S*odd/IM0001\.dcm is 16x16")
+
+
+@pytest.mark.parametrize("missing", ["RescaleSlope", "RescaleIntercept"])
+def test_missing_rescale_is_refused_not_guessed(series, missing):
+    folder, paths, _ = series
+    spoil(paths[3], **{missing: None})
+    expect_error(folder, rf"{paths[3].name}: RescaleSlope/RescaleIntercept missing: the stored values are not HU")
+
+
+def test_truncated_pixel_data(series):
+    folder, paths, _ = series
+    paths[4].write_bytes(paths[4].read_bytes()[:-700])
+    expect_error(folder, rf"{paths[4].name}: cannot decode the pixel data .*truncated or corrupt file")
+
+
+@pytest.mark.parametrize("length", [600, 1000])
+def test_truncated_header(series, length):
+    folder, paths, _ = series
+    paths[0].write_bytes(paths[0].read_bytes()[:length])
+    expect_error(folder, rf"{paths[0].name}: no PixelData: the image file is truncated")
+
+
+def test_truncated_file_meta(series):
+    folder, paths, _ = series
+    paths[0].write_bytes(paths[0].read_bytes()[:150])
+    expect_error(folder, rf"{paths[0].name}: unreadable or truncated DICOM file \(incomplete file meta")
+
+
+def test_corrupt_element_length(series):
+    folder, paths, _ = series
+    data = bytearray(paths[2].read_bytes())
+    offset = data.index(b"\x08\x00\x60\x00CS")  # Modality, explicit VR: tag, VR, 2-byte length
+    data[offset + 6 : offset + 8] = (0xFFF0).to_bytes(2, "little")
+    paths[2].write_bytes(bytes(data))
+    expect_error(folder, rf"{paths[2].name}: no PixelData: the image file is truncated")
+
+
+def test_duplicate_slice_positions(tmp_path):
+    paths = write_ct_series(tmp_path, positions=[(0, 0, z) for z in (0.0, 2.0, 2.0, 4.0, 6.0)])
+    expect_error(
+        tmp_path, rf"duplicate slice position 2\.000 mm along the normal: \S*{paths[2].name} and \S*{paths[1].name} "
+    )
+
+
+def test_mixed_orientations(series):
+    folder, paths, _ = series
+    spoil(paths[2], ImageOrientationPatient=[0, 1, 0, 1, 0, 0])
+    expect_error(folder, rf"mixed orientations in one series: .*{paths[2].name} has \[0\.0, 1\.0")
+
+
+def test_missing_position(series):
+    folder, paths, _ = series
+    spoil(paths[2], ImagePositionPatient=None)
+    expect_error(folder, rf"{paths[2].name}: ImagePositionPatient missing or invalid")
+
+
+# --- real fixtures -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.data
+def test_slicer_ct_head_keeps_its_rescale_and_warns(shared_data):
+    volume = read_series(shared_data / "fixtures" / "slicer_CTHeadAxialDicom")
+    assert volume.hu.shape == (93, 64, 64)
+    assert volume.spacing == pytest.approx((1.5, 3.2, 3.2))
+    assert volume.hu.min() == 0.0  # intercept 0 as written: the reader does not guess -1024
+    assert volume.warnings == [
+        f"RescaleType is US rather than HU in {volume.source_files[0]}: the values may not be Hounsfield units"
+    ]
+
+
+@pytest.mark.data
+def test_totalsegmentator_jpeg2000(shared_data):
+    volume = read_series(shared_data / "fixtures" / "totalseg_example_ct_dicom")
+    assert volume.hu.shape == (20, 512, 512)
+    assert volume.series_uid == ""  # anonymised: the series UID is empty in every file
+    assert volume.spacing == pytest.approx((2.0, 0.9765625, 0.9765625))
+    np.testing.assert_allclose(volume.slice_positions, np.arange(-804.5, -766.0, 2.0))
+    assert volume.hu.min() == -1024.0 and volume.warnings == []
+
+
+@pytest.mark.data
+def test_ge_gantry_tilt_and_uneven_spacing(shared_data):
+    volume = read_series(shared_data / "fixtures" / "dcm_qa_ct_GE_tilt")
+    assert volume.hu.shape == (28, 512, 512)
+    assert volume.gantry_tilt_deg == 18.5 and volume.uneven_spacing
+    assert volume.warnings[0] == "gantry tilt 18.5° — denoised per slice, geometry kept"
+    assert volume.warnings[1].startswith("uneven slice spacing")
+    assert [int(h.InstanceNumber) for h in volume.headers] == list(range(1, 29))
+
+
+@pytest.mark.data
+def test_enhanced_ct_fixture(shared_data):
+    volume = read_series(shared_data / "fixtures" / "eCT_Supplemental.dcm")
+    assert volume.hu.shape == (2, 512, 512)
+    assert volume.frame_indices == [1, 0]  # the normal is -z: frame 2 (z = -149) comes first
+    assert volume.spacing == pytest.approx((10.0, 0.388672, 0.388672))
+    assert volume.hu.min() == -1024.0
+
+
+@pytest.mark.data
+def test_mayo_quarter_dose(shared_data):
+    folder = shared_data / "mayo" / "paired" / "D45_3mm" / "L286" / "quarter"
+    volume = read_series(folder)
+    assert volume.hu.shape == (4, 512, 512)
+    np.testing.assert_allclose(volume.slice_positions, [-423, -365, -297, -287])
+    assert volume.uneven_spacing  # every few slices of a contiguous scan
+    assert -1024 <= volume.hu.min() and 0 < np.median(volume.hu[:, 200:300, 200:300]) < 100
