@@ -48,7 +48,7 @@ def plot_loss_curve(log_path: Path, png_path: Path, title: str) -> None:
     axis.semilogy(iterations, [float(row["loss"]) for row in rows], lw=0.8, label="training loss (MSE, normalised)")
     axis.set_xlabel("iteration")
     axis.set_ylabel("loss")
-    validated = [(int(row["iteration"]), float(row["val_psnr_window"])) for row in rows if row.get("val_psnr_window")]
+    validated = [(int(row["iteration"]), float(row["val_psnr_display"])) for row in rows if row.get("val_psnr_display")]
     if validated:
         other = axis.twinx()
         other.plot(*zip(*validated), "o-", color="tab:red", label="validation PSNR [-160, 240] HU")

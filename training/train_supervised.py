@@ -59,7 +59,7 @@ def evaluate(model: CPCE2D, volumes: list[PairedVolume]) -> dict:
     result = {}
     for method, slices in rows.items():
         result[method] = {}
-        for key in slices[0]:
+        for key in (key for key in slices[0] if key != "slice"):
             mean, sd = summarize([row[key] for row in slices])
             result[method][key] = {"mean": round(mean, 4), "sd": round(sd, 4)}
     result["slices"] = len(rows["model"])
@@ -102,13 +102,13 @@ def train(config: dict, config_path: Path, command: str) -> Path:
         optimizer.step()
         done = iteration + 1
         row = {"iteration": done, "loss": f"{loss.item():.6e}", "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
-               "val_psnr_window": ""}
+               "val_psnr_display": ""}
         if done % config["validate_every"] == 0 or done == config["iterations"]:
             model.eval()
             scores = evaluate(model, validation_volumes)
             model.train()
-            row["val_psnr_window"] = f"{scores['model']['psnr_window']['mean']:.3f}"
-            progress.set_postfix(loss=f"{loss.item():.2e}", val_psnr=row["val_psnr_window"])
+            row["val_psnr_display"] = f"{scores['model']['psnr_display']['mean']:.3f}"
+            progress.set_postfix(loss=f"{loss.item():.2e}", val_psnr=row["val_psnr_display"])
         append_log(log_path, row)
         if done % config["checkpoint_every"] == 0 or done == config["iterations"]:
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -155,8 +155,8 @@ def train(config: dict, config_path: Path, command: str) -> Path:
     print(f"Shipped {card_path}")
     for method in ("low_dose_input", "model"):
         scores = validation[method]
-        print(f"  {method:15s} PSNR {scores['psnr_window']['mean']:.2f} ± {scores['psnr_window']['sd']:.2f} dB, "
-              f"SSIM {scores['ssim_window']['mean']:.4f} ± {scores['ssim_window']['sd']:.4f} (window); "
+        print(f"  {method:15s} PSNR {scores['psnr_display']['mean']:.2f} ± {scores['psnr_display']['sd']:.2f} dB, "
+              f"SSIM {scores['ssim_display']['mean']:.4f} ± {scores['ssim_display']['sd']:.4f} (window); "
               f"RMSE {scores['rmse']['mean']:.1f} HU")
     return card_path
 
@@ -164,11 +164,14 @@ def train(config: dict, config_path: Path, command: str) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True, help="YAML experiment config")
-    parser.add_argument("--iterations", type=int, help="override the config's iteration count (quick checks)")
+    parser.add_argument("--iterations", type=int,
+                        help="override the config's iteration count for a quick check: the run then goes to "
+                             "<output_dir>-quick and its model stays there instead of being shipped")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     if args.iterations:
         config["iterations"] = args.iterations
+        config["output_dir"] = config["ship_to"] = config["output_dir"] + "-quick"
     command = "python -m training.train_supervised " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     train(config, args.config.resolve(), command)
 

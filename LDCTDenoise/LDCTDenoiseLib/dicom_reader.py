@@ -50,7 +50,7 @@ class CTVolume:
     slice_positions: np.ndarray
     series_uid: str
     description: str
-    source_files: list[Path]
+    source_files: list[Path]  # per slice; empty for a volume made in memory (see synthetic_series.py)
     frame_indices: list[int | None]
     headers: list[pydicom.Dataset]
     warnings: list[str]

@@ -76,7 +76,7 @@ def write_derived_series(
             _save(dataset, staging / name)
             names.append(name)
             done += len(indices)
-            report(progress, done, len(volume.source_files))
+            report(progress, done, hu.shape[0])
         check_cancel(cancel)
         if out_dir.exists():
             out_dir.rmdir()  # an empty folder the caller made; checked empty above
@@ -124,10 +124,14 @@ def _check_destination(out_dir: Path, sources: list[Path]) -> None:
 
 
 def _group_by_source(volume: CTVolume) -> list[list[int]]:
-    """Slice indices per source object, in slice order: one output object per source object."""
-    groups: dict[Path, list[int]] = {}
-    for index, path in enumerate(volume.source_files):
-        groups.setdefault(path, []).append(index)
+    """Slice indices per output object, in slice order: one per single-frame slice, one per multi-frame source.
+
+    Volumes made in memory (the phantom) have no source files; each of their slices becomes its own object.
+    """
+    groups: dict[object, list[int]] = {}
+    for index, frame in enumerate(volume.frame_indices):
+        key = index if frame is None else volume.source_files[index]
+        groups.setdefault(key, []).append(index)
     return list(groups.values())
 
 

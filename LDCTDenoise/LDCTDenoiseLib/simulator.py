@@ -396,6 +396,11 @@ def simulate_low_dose_slice(
     return _finish(hu, *_simulate_square_slice(square, scanner, protocol, rng), crop)
 
 
+def slice_rng(seed: int, slice_index: int) -> np.random.Generator:
+    """The generator slice ``slice_index`` of a volume simulated with ``seed`` uses, to redo one slice on its own."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(slice_index,)))
+
+
 def simulate_low_dose_volume(
     hu: np.ndarray,
     pixel_mm: float,
@@ -406,8 +411,8 @@ def simulate_low_dose_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate every slice of a (z, y, x) HU volume; returns float32 (low-dose HU, reference HU) volumes.
 
-    Slice ``z`` draws its noise from its own generator, seeded by (``seed``, ``z``), so a slice's noise depends only on
-    the seed and its index: the same whether the volume is simulated whole, in chunks or slice by slice.
+    Slice ``z`` draws its noise from its own generator, :func:`slice_rng` (``seed``, ``z``), so a slice's noise depends
+    only on the seed and its index, not on how the volume is batched.
     """
     hu = _check_slice(hu, 3, "volume (z, y, x)")
     n_slices, rows, columns = hu.shape
@@ -419,7 +424,7 @@ def simulate_low_dose_volume(
     report(progress, 0, n_slices)
     for index in range(n_slices):
         check_cancel(cancel)
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+        rng = slice_rng(seed, index)
         square, crop = _pad_to_square(hu[index].astype(np.float64))
         low_dose[index], reference[index] = _finish(
             hu[index], *_simulate_square_slice(square, scanner, protocol, rng), crop

@@ -120,6 +120,6 @@ def test_the_default_model_is_shipped_with_a_complete_card():
         assert all(key in entry.card for key in REQUIRED_CARD_KEYS)
         model, card = registry.load(entry.name)
         validation = card["validation"]
-        assert validation["model"]["psnr_window"]["mean"] > validation["low_dose_input"]["psnr_window"]["mean"]
+        assert validation["model"]["psnr_display"]["mean"] > validation["low_dose_input"]["psnr_display"]["mean"]
         assert card["training"]["split_by"] == "patient"
         assert not set(card["training"]["split"]["train"]) & set(card["training"]["split"]["validation"])
