@@ -157,7 +157,9 @@ def _derived_dataset(volume: CTVolume, hu: np.ndarray, indices: list[int], serie
     dataset.DerivationDescription = series.derivation
     dataset.ImageType = _derived_image_type(dataset.get("ImageType"), enhanced)
     dataset.ContentDate, dataset.ContentTime = series.content_date, series.content_time
-    if source_instance and not enhanced:  # Enhanced CT references sources per frame, in its functional groups
+    # Enhanced CT references sources per frame, in its functional groups; a volume made in memory (the phantom) has
+    # no source object on disk to point to.
+    if source_instance and not enhanced and volume.source_files:
         reference = Dataset()
         reference.ReferencedSOPClassUID = sop_class
         reference.ReferencedSOPInstanceUID = source_instance

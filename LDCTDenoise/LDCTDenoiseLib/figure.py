@@ -101,7 +101,7 @@ def comparison_figure(
         full = axes[0][column]
         full.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="bilinear")
         if name == reference:
-            line = "reference"
+            line = "" if name.lower() == "reference" else "reference"
         else:
             line = _metric_line(metrics.get(name, {})) if metrics is not None else ""
         full.set_title(f"{name}\n{line}" if line else name, fontsize=9)

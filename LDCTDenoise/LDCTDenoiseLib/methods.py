@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import __version__
 from .baselines import BASELINES, Denoiser, make_baseline
 from .errors import LDCTDenoiseError
 from .inference import denoise_volume, select_device
@@ -29,6 +30,7 @@ class ModelDenoiser:
 
     def __post_init__(self) -> None:
         self.card = self.registry.entry(self.name).card
+        select_device(self.device)  # an unusable device fails here, before any slice is read
         self._model = None
 
     def __call__(self, hu: np.ndarray, progress: Optional[ProgressCallback] = None,
@@ -38,6 +40,11 @@ class ModelDenoiser:
             self._model, self.card = self.registry.load(self.name, device)
         return denoise_volume(self._model, hu, device=device, batch_size=self.batch_size, progress=progress,
                               cancel=cancel)
+
+    def derivation(self) -> str:
+        """DerivationDescription of a series this model denoised: which model, which card, which weights."""
+        return (f"Denoised slice by slice by LDCTDenoise {__version__} with model '{self.name}' "
+                f"({self.card['architecture']['name']}, card {self.name}.json, weights sha256 {self.card['sha256']})")
 
 
 def available_methods(registry: Optional[ModelRegistry] = None) -> list[str]:

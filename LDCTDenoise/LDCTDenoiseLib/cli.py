@@ -1,0 +1,300 @@
+"""``ldct-denoise``: the engine from a terminal, for batch work on DICOM folders.
+
+Every command reads DICOM with the engine's reader, shows progress bars, writes its outputs atomically and never over
+its inputs. Errors caused by the input or the settings print one clear line and exit with status 2; Ctrl-C exits
+with 130 and leaves nothing half-written.
+"""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .comparison import comparison_metrics, parse_roi, run_methods, write_comparison
+from .dicom_reader import CTVolume, read_series
+from .dicom_writer import write_derived_series
+from .errors import LDCTDenoiseError, SeriesSelectionError
+from .methods import INPUT, ModelDenoiser, available_methods
+from .metrics import Roi
+from .model_registry import DEFAULT_MODEL, ModelRegistry
+from .simulator import KERNELS, MODES, ScanProtocol, simulate_low_dose_volume
+
+EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED = 130
+POSITION_TOLERANCE_MM = 0.01
+
+
+class ProgressBars:
+    """One tqdm bar per stage, driven by the engine's ``progress(done, total)`` hooks; silent with ``--quiet``."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: list[tqdm] = []
+
+    def __call__(self, stage: str):
+        bar = tqdm(desc=stage, unit="slice", disable=self.quiet, dynamic_ncols=True, leave=True, file=sys.stderr)
+        self.bars.append(bar)
+
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()  # stops its clock: the elapsed time shown is the stage's own
+
+        return update
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+        self.bars.clear()
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def _read(args: argparse.Namespace, bars: ProgressBars, path: Path, series: Optional[str], what: str) -> CTVolume:
+    volume = read_series(path, series, progress=bars(f"read {what}"))
+    bars.close()
+    for warning in volume.warnings:
+        _say(args, f"warning: {path}: {warning}")
+    return volume
+
+
+def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
+    registry = ModelRegistry()
+    model = ModelDenoiser(args.model, registry, args.device, args.batch_size)
+    volume = _read(args, bars, args.input, args.series, "input")
+    tic = time.perf_counter()
+    denoised = model(volume.hu, progress=bars(f"denoise ({args.model})"))
+    seconds = time.perf_counter() - tic
+    files = write_derived_series(volume, denoised, args.output, derivation_description=model.derivation(),
+                                 series_description_suffix=f" [LDCTDenoise {args.model}]", progress=bars("write"))
+    bars.close()
+    rate = volume.hu.shape[0] / seconds if seconds > 0 else float("inf")
+    print(f"Denoised {volume.hu.shape[0]} slices of '{volume.description}' with {args.model} in {seconds:.1f} s "
+          f"({rate:.1f} slices/s); wrote {len(files)} files to {args.output}")
+    return 0
+
+
+def _matching_reference(args: argparse.Namespace, bars: ProgressBars, volume: CTVolume) -> Optional[np.ndarray]:
+    """The reference series' HU, after checking it is the same slices as the input."""
+    if args.reference is None:
+        return None
+    reference = _read(args, bars, args.reference, args.reference_series, "reference")
+    if reference.hu.shape != volume.hu.shape:
+        raise LDCTDenoiseError(f"The reference {args.reference} has shape {reference.hu.shape} (z, y, x) but the "
+                               f"input {args.input} has {volume.hu.shape}; they must be the same slices.")
+    offset = np.abs(reference.slice_positions - volume.slice_positions).max()
+    if offset > POSITION_TOLERANCE_MM:
+        raise LDCTDenoiseError(f"The reference {args.reference} and the input {args.input} are not the same slices: "
+                               f"slice positions differ by up to {offset:.2f} mm.")
+    return reference.hu
+
+
+def _default_roi(shape: Sequence[int]) -> Roi:
+    """A square in the middle of the slice, an eighth of its width: soft tissue on a body CT."""
+    rows, columns = shape[-2:]
+    side = max(8, min(rows, columns) // 8)
+    return Roi((columns - side) // 2, (rows - side) // 2, side, side)
+
+
+def command_compare(args: argparse.Namespace, bars: ProgressBars) -> int:
+    registry = ModelRegistry()
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = [name for name in methods if name != INPUT and name not in available_methods(registry)]
+    if unknown:
+        raise LDCTDenoiseError(f"Unknown method(s) {', '.join(unknown)}. Known: {INPUT}, "
+                               f"{', '.join(available_methods(registry))}.")
+    volume = _read(args, bars, args.input, args.series, "input")
+    reference = _matching_reference(args, bars, volume)
+    n_slices = volume.hu.shape[0]
+    slice_index = n_slices // 2 if args.slice is None else args.slice - 1
+    if not 0 <= slice_index < n_slices:
+        raise LDCTDenoiseError(f"--slice {args.slice} is outside the series' 1 to {n_slices} slices.")
+    roi = parse_roi(args.roi) if args.roi else _default_roi(volume.hu.shape)
+    background = parse_roi(args.background_roi) if args.background_roi else None
+    for region in (roi, background):
+        if region is not None:
+            region.check_inside(volume.hu.shape)
+    outputs, seconds = run_methods(volume.hu, methods, registry=registry, device=args.device,
+                                   batch_size=args.batch_size, progress_for=bars)
+    bars.close()
+    metrics = comparison_metrics(outputs, reference, pixel_mm=volume.spacing[2], slice_index=slice_index, roi=roi,
+                                 background_roi=background)
+    for name, row in metrics.items():
+        row["seconds"] = seconds[name]
+    files = write_comparison(outputs, reference, metrics, args.output, slice_index=slice_index, roi=roi,
+                             title=args.title or f"{volume.description or args.input.name}: slice {slice_index + 1}"
+                                                 f" of {n_slices}")
+    print(format_metrics(metrics))
+    print(f"Wrote {files['figure']}, {files['csv']} and {files['json']}")
+    return 0
+
+
+def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of the metrics the terminal user looks at first."""
+    columns = [("psnr_display", "PSNR win (dB)", "{:.2f}"), ("ssim_display", "SSIM win", "{:.4f}"),
+               ("psnr_full", "PSNR full (dB)", "{:.2f}"), ("rmse", "RMSE (HU)", "{:.1f}"),
+               ("roi_mean_hu", "ROI mean", "{:.1f}"), ("roi_sd_hu", "ROI SD", "{:.1f}"), ("cnr", "CNR", "{:.2f}"),
+               ("seconds", "time (s)", "{:.1f}")]
+    shown = [column for column in columns if any(column[0] in row for row in metrics.values())]
+    width = max(len(name) for name in metrics) + 2
+    lines = ["method".ljust(width) + "".join(title.rjust(16) for _, title, _ in shown)]
+    for name, row in metrics.items():
+        cells = [(form.format(row[key]) if key in row else "-").rjust(16) for key, _, form in shown]
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+def command_models(args: argparse.Namespace, bars: ProgressBars) -> int:
+    entries = ModelRegistry().entries()
+    if args.json:
+        print(json.dumps([dict(entry.card, origin=entry.origin, card_path=str(entry.card_path)) for entry in entries],
+                         indent=2))
+        return 0
+    if not entries:
+        print("No models found (shipped models live in LDCTDenoise/Resources/Models).")
+    for entry in entries:
+        default = " (default)" if entry.name == DEFAULT_MODEL else ""
+        print(f"{entry.name}{default}  [{entry.origin}]  {entry.card_path}")
+        print(f"  {entry.card.get('description', '')}")
+        validation = entry.card.get("validation", {})
+        if "model" in validation and "low_dose_input" in validation:
+            model, low = validation["model"], validation["low_dose_input"]
+            print(f"  validation on {', '.join(validation.get('patients', []))}: PSNR (W/L 400/40) "
+                  f"{low['psnr_display']['mean']:.2f} -> {model['psnr_display']['mean']:.2f} dB, SSIM "
+                  f"{low['ssim_display']['mean']:.4f} -> {model['ssim_display']['mean']:.4f}")
+    return 0
+
+
+def command_simulate(args: argparse.Namespace, bars: ProgressBars) -> int:
+    protocol = ScanProtocol(dose_fraction=args.dose, kernel=args.kernel, n_views=args.views,
+                            full_dose_photons=args.photons, mode=args.mode)
+    volume = _read(args, bars, args.input, args.series, "normal-dose input")
+    if abs(volume.spacing[1] - volume.spacing[2]) > 1e-3:
+        raise LDCTDenoiseError(f"{args.input}: the simulator needs square pixels, got {volume.spacing[1]} x "
+                               f"{volume.spacing[2]} mm.")
+    low_dose, _ = simulate_low_dose_volume(volume.hu, volume.spacing[2], protocol, args.seed, bars("simulate"))
+    dose_text = f"{100 * args.dose:g} %"
+    derivation = (f"Simulated {dose_text} dose by LDCTDenoise {__version__}: projection-domain noise ({args.mode}), "
+                  f"fan beam, {args.views} views, {args.kernel} kernel, {args.photons:g} photons/ray/view at full "
+                  f"dose, seed {args.seed}")
+    files = write_derived_series(volume, low_dose, args.output, derivation_description=derivation,
+                                 series_description_suffix=f" [simulated {dose_text} dose]", progress=bars("write"))
+    bars.close()
+    print(f"Simulated {dose_text} dose for {volume.hu.shape[0]} slices; wrote {len(files)} files to {args.output}")
+    return 0
+
+
+def command_demo(args: argparse.Namespace, bars: ProgressBars) -> int:
+    from .demo import run_demo  # the phantom and simulator are only needed here
+
+    result = run_demo(args.out, model=args.model, n_slices=args.slices, dose_fraction=args.dose, seed=args.seed,
+                      device=args.device, batch_size=args.batch_size, progress_for=bars)
+    bars.close()
+    print(format_metrics(result.metrics))
+    print(f"Demo written to {result.out_dir}:")
+    for key, path in {**result.series, **result.files}.items():
+        print(f"  {key:10s} {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldct-denoise", description=__doc__.split("\n\n")[0],
+                                     epilog="Research software, not for clinical use.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars or warnings")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def add_model_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+        sub.add_argument("--batch-size", type=int, default=4, help="slices per batch; memory grows with it")
+
+    denoise = add("denoise", command_denoise, "Denoise a low-dose CT DICOM series into a new derived series.")
+    denoise.add_argument("input", type=Path, help="DICOM folder (searched recursively) or file")
+    denoise.add_argument("output", type=Path, help="new or empty folder for the denoised series")
+    denoise.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `models`)")
+    denoise.add_argument("--series", help="SeriesInstanceUID, when the input holds several series")
+    add_model_options(denoise)
+
+    compare = add("compare", command_compare,
+                  "Run several methods on a series; write a figure at W/L 400/40 with ROI zooms and the metrics.")
+    compare.add_argument("input", type=Path, help="low-dose DICOM folder or file")
+    compare.add_argument("--out", dest="output", type=Path, required=True, help="folder for comparison.png and "
+                                                                                   "metrics.csv/.json")
+    compare.add_argument("--reference", type=Path, help="normal-dose series of the same slices (for PSNR/SSIM/RMSE)")
+    compare.add_argument("--methods", default=f"{INPUT},{DEFAULT_MODEL},nlm",
+                         help="comma-separated: input, model names, gaussian, bilateral, tv, nlm, bm3d "
+                              "(default %(default)s)")
+    compare.add_argument("--roi", help="x,y,width,height in pixels (default: a central square, 1/8 of the width)")
+    compare.add_argument("--background-roi", help="x,y,width,height of a homogeneous region, for the CNR")
+    compare.add_argument("--slice", type=int, help="slice shown, 1-based in slice order (default: the middle)")
+    compare.add_argument("--series", help="SeriesInstanceUID of the input, when it holds several series")
+    compare.add_argument("--reference-series", help="SeriesInstanceUID of the reference, when it holds several")
+    compare.add_argument("--title", help="figure title")
+    add_model_options(compare)
+
+    models = add("models", command_models, "List the shipped models and the user's adapted profiles.")
+    models.add_argument("--json", action="store_true", help="print every card as JSON, for scripts")
+
+    simulate = add("simulate", command_simulate,
+                   "Make a simulated low-dose series from a normal-dose one (projection-domain noise, fan beam).")
+    simulate.add_argument("input", type=Path, help="normal-dose DICOM folder or file")
+    simulate.add_argument("output", type=Path, help="new or empty folder for the low-dose series")
+    simulate.add_argument("--dose", type=float, default=0.25, help="dose fraction in (0, 1] (default %(default)s)")
+    simulate.add_argument("--kernel", choices=KERNELS, default="hann", help="reconstruction filter of the noise")
+    simulate.add_argument("--views", type=int, default=720, help="projections over 360 degrees")
+    simulate.add_argument("--photons", type=float, default=1.5e5,
+                          help="photons per ray per view at full dose; calibrate it against a real scan's noise")
+    simulate.add_argument("--mode", choices=MODES, default="insert",
+                          help="insert: add the missing noise onto a real scan (default); regen: treat the input as "
+                               "noise-free")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--series", help="SeriesInstanceUID, when the input holds several series")
+
+    demo = add("demo", command_demo, "With no data at all: simulate a low-dose series of a digital phantom, denoise "
+                                     "it with a shipped model, and write the series, the figure and the metrics.")
+    demo.add_argument("--out", type=Path, default=Path("ldct-demo"), help="new folder (default %(default)s)")
+    demo.add_argument("--model", default=DEFAULT_MODEL)
+    demo.add_argument("--slices", type=int, default=4, help="phantom slices, 3 mm apart (default %(default)s)")
+    demo.add_argument("--dose", type=float, default=0.25, help="simulated dose fraction (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    add_model_options(demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    bars = ProgressBars(args.quiet)
+    try:
+        return args.handler(args, bars)
+    except SeriesSelectionError as error:
+        bars.close()
+        print(f"ldct-denoise: {error}\nChoose one with --series UID.", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except LDCTDenoiseError as error:
+        bars.close()
+        print(f"ldct-denoise: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        bars.close()
+        print("ldct-denoise: interrupted; nothing was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The ``ldct-denoise`` command line on real DICOM files: outputs, messages, exit codes, and inputs left untouched."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from dicom_factory import phantom_hu, snapshot, write_ct_series
+from LDCTDenoiseLib.cli import main
+from LDCTDenoiseLib.cpce import CPCE2D
+from LDCTDenoiseLib.dicom_reader import read_series
+from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, save_model
+
+
+@pytest.fixture
+def profile(tmp_path, monkeypatch):
+    """A real (untrained, seeded) CPCE saved as a user profile named 'tiny'."""
+    torch.manual_seed(0)
+    folder = tmp_path / "profiles"
+    save_model(CPCE2D(), {"name": "tiny", "description": "test profile", "training": {}, "losses": {"mse": 1.0},
+                          "validation": {}, "command": "pytest"}, folder)
+    monkeypatch.setenv("LDCTDENOISE_PROFILES_DIR", str(folder))
+    return "tiny"
+
+
+@pytest.fixture
+def series(tmp_path):
+    folder = tmp_path / "input"
+    write_ct_series(folder, phantom_hu(n_slices=5, size=40))
+    return folder
+
+
+def test_denoise_writes_a_derived_series_with_the_input_geometry(profile, series, tmp_path, capsys):
+    before = snapshot(series)
+    out = tmp_path / "out"
+    assert main(["denoise", str(series), str(out), "--model", profile, "--device", "cpu", "--quiet"]) == 0
+    assert snapshot(series) == before
+    source, result = read_series(series), read_series(out)
+    assert result.hu.shape == source.hu.shape
+    assert result.spacing == source.spacing and result.origin == source.origin
+    np.testing.assert_array_equal(result.slice_positions, source.slice_positions)
+    assert not np.allclose(result.hu, source.hu)
+    header = pydicom.dcmread(result.source_files[0])
+    assert "'tiny'" in header.DerivationDescription and "sha256" in header.DerivationDescription
+    assert header.SeriesDescription.endswith("[LDCTDenoise tiny]")
+    assert list(header.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert "Denoised 5 slices" in capsys.readouterr().out
+
+
+def test_several_series_are_listed_and_one_must_be_chosen(profile, series, tmp_path, capsys):
+    write_ct_series(series / "other", phantom_hu(n_slices=3, size=40), extra={"SeriesDescription": "Second"})
+    out = tmp_path / "out"
+    assert main(["denoise", str(series), str(out), "--model", profile, "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "2 series found" in error and "Second" in error and "--series" in error
+    assert not out.exists() and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    chosen = read_series(series / "other").series_uid
+    assert main(["denoise", str(series), str(out), "--model", profile, "--series", chosen, "--quiet"]) == 0
+    assert read_series(out).hu.shape[0] == 3
+
+
+@pytest.mark.parametrize("problem, arguments, message", [
+    ("unknown model", ["--model", "nonexistent"], "Unknown model 'nonexistent'"),
+    ("no GPU", ["--device", "cuda"], "no CUDA GPU"),
+    ("bad batch", ["--batch-size", "0"], "Batch size must be at least 1"),
+])
+def test_bad_settings_give_one_clear_line_and_write_nothing(profile, series, tmp_path, capsys, problem, arguments,
+                                                            message):
+    if problem == "no GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    before = snapshot(series)
+    out = tmp_path / "out"
+    args = ["denoise", str(series), str(out), "--model", profile, "--quiet"] + arguments
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert snapshot(series) == before and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input", "profiles"]
+
+
+def test_never_writes_into_a_non_empty_folder_or_the_input(profile, series, tmp_path, capsys):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    assert main(["denoise", str(series), str(busy), "--model", profile, "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err and [p.name for p in busy.iterdir()] == ["keep.txt"]
+    before = snapshot(series)
+    assert main(["denoise", str(series), str(series), "--model", profile, "--quiet"]) == 2
+    assert snapshot(series) == before
+
+
+def test_non_ct_input_is_refused_with_the_file_named(profile, tmp_path, capsys):
+    folder = tmp_path / "mr"
+    write_ct_series(folder, phantom_hu(n_slices=2, size=16), extra={"Modality": "MR"})
+    assert main(["denoise", str(folder), str(tmp_path / "out"), "--model", profile, "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "MR" in error and "IM000" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_writes_figure_and_metrics_against_a_reference(profile, tmp_path, capsys):
+    clean = phantom_hu(n_slices=3, size=48, seed=1)
+    noisy = clean + np.rint(np.random.default_rng(2).normal(0, 30, clean.shape)).astype(np.float32)
+    positions = [(0.0, 0.0, 5.0 * k) for k in range(3)]
+    write_ct_series(tmp_path / "low", noisy, positions=positions)
+    write_ct_series(tmp_path / "full", clean, positions=positions)
+    out = tmp_path / "cmp"
+    code = main(["compare", str(tmp_path / "low"), "--reference", str(tmp_path / "full"), "--out", str(out),
+                 "--methods", f"input,{profile},gaussian", "--roi", "18,18,12,12", "--background-roi", "2,2,6,6",
+                 "--slice", "2", "--device", "cpu", "--quiet"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "metrics.csv", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["input", profile, "gaussian"]
+    assert metrics["gaussian"]["rmse"] < metrics["input"]["rmse"]
+    assert {"psnr_display", "ssim_display", "psnr_full", "roi_sd_hu", "cnr", "seconds"} <= set(metrics["input"])
+    assert "PSNR win" in capsys.readouterr().out
+
+
+def test_compare_refuses_a_reference_of_other_slices(tmp_path, capsys):
+    write_ct_series(tmp_path / "low", phantom_hu(n_slices=3, size=24))
+    write_ct_series(tmp_path / "full", phantom_hu(n_slices=3, size=24),
+                    positions=[(0.0, 0.0, 10.0 + 2.5 * k) for k in range(3)])
+    assert main(["compare", str(tmp_path / "low"), "--reference", str(tmp_path / "full"), "--out",
+                 str(tmp_path / "cmp"), "--methods", "input", "--quiet"]) == 2
+    assert "not the same slices" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
+
+
+def test_compare_refuses_unknown_methods_and_rois_outside_the_slice(series, tmp_path, capsys):
+    out = str(tmp_path / "cmp")
+    assert main(["compare", str(series), "--out", out, "--methods", "input,magic", "--quiet"]) == 2
+    assert "Unknown method(s) magic" in capsys.readouterr().err
+    assert main(["compare", str(series), "--out", out, "--methods", "input", "--roi", "30,30,20,20", "--quiet"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_models_lists_profiles_and_cards_as_json(profile, capsys):
+    assert main(["models", "--json"]) == 0
+    cards = {card["name"]: card for card in json.loads(capsys.readouterr().out)}
+    assert cards[profile]["origin"] == "profile" and cards[profile]["architecture"]["parameters"] == 62016
+    assert DEFAULT_MODEL in cards and cards[DEFAULT_MODEL]["origin"] == "shipped"
+    assert main(["models"]) == 0
+    assert f"{DEFAULT_MODEL} (default)" in capsys.readouterr().out
+
+
+def test_simulate_adds_noise_that_grows_as_the_dose_falls(tmp_path):
+    y, x = np.mgrid[:64, :64]
+    water = np.where((y - 31.5) ** 2 + (x - 31.5) ** 2 < 26 ** 2, 0.0, -1000.0)
+    write_ct_series(tmp_path / "full", np.repeat(water[None], 2, axis=0).astype(np.float32), pixel_spacing=(0.7, 0.7))
+    before = snapshot(tmp_path / "full")
+    sds = []
+    for dose in ("0.5", "0.125"):
+        out = tmp_path / f"low-{dose}"
+        assert main(["simulate", str(tmp_path / "full"), str(out), "--dose", dose, "--views", "180", "--photons",
+                     "1e4", "--quiet"]) == 0
+        low = read_series(out)
+        assert "simulated" in pydicom.dcmread(low.source_files[0]).SeriesDescription
+        sds.append(float(low.hu[:, 24:40, 24:40].std()))
+    assert snapshot(tmp_path / "full") == before
+    assert sds[1] > 1.8 * sds[0]  # variance grows as (1 - d) / d: SD ratio sqrt(7 / 1) ≈ 2.6
+
+
+def test_simulate_refuses_a_bad_dose_and_rectangular_pixels(series, tmp_path, capsys):
+    assert main(["simulate", str(series), str(tmp_path / "out"), "--dose", "1.5", "--quiet"]) == 2
+    assert "dose_fraction must be in (0, 1]" in capsys.readouterr().err
+    assert main(["simulate", str(series), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "needs square pixels, got 0.75 x 0.7 mm" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_denoise_leaves_nothing_behind(profile, tmp_path):
+    """A real SIGINT to a real process, while it denoises, the way a terminal user stops it."""
+    folder = tmp_path / "input"
+    write_ct_series(folder, phantom_hu(n_slices=40, size=256))
+    before = snapshot(folder)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "LDCTDenoiseLib.cli", "denoise", str(folder), str(out),
+                                "--model", profile, "--device", "cpu", "--batch-size", "1"],
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "denoise" not in seen and time.monotonic() < deadline:
+        seen += process.stderr.read(1)
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, seen + rest
+    assert "interrupted; nothing was written" in rest
+    assert snapshot(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["input", "profiles"]
+
+
+@pytest.mark.slow
+def test_demo_runs_with_no_data_and_writes_everything(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--slices", "1", "--device", "cpu", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "denoised", "low-dose", "metrics.csv",
+                                                       "metrics.json", "reference"]
+    low, denoised, reference = (read_series(out / name) for name in ("low-dose", "denoised", "reference"))
+    assert low.hu.shape == denoised.hu.shape == reference.hu.shape == (1, 512, 512)
+    assert len({low.series_uid, denoised.series_uid, reference.series_uid}) == 3
+    headers = [pydicom.dcmread(v.source_files[0]) for v in (low, denoised, reference)]
+    assert len({h.StudyInstanceUID for h in headers}) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics[DEFAULT_MODEL]["psnr_display"] > metrics["input"]["psnr_display"] + 3.0
+    assert metrics[DEFAULT_MODEL]["roi_sd_hu"] < 0.6 * metrics["input"]["roi_sd_hu"]
+    assert "Demo written to" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_folder_in_use(tmp_path, capsys):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_the_shipped_model_beats_the_low_dose_input_on_a_held_out_mayo_patient(shared_data, tmp_path, capsys):
+    quarter = shared_data / "mayo/paired/D45_3mm/L286/quarter"
+    full = shared_data / "mayo/paired/D45_3mm/L286/full"
+    before = snapshot(quarter)
+    assert main(["denoise", str(quarter), str(tmp_path / "denoised"), "--quiet"]) == 0
+    source, result = read_series(quarter), read_series(tmp_path / "denoised")
+    assert snapshot(quarter) == before
+    np.testing.assert_allclose(result.slice_positions, source.slice_positions)
+    assert result.spacing == source.spacing and np.allclose(result.direction, source.direction)
+    assert main(["compare", str(quarter), "--reference", str(full), "--out", str(tmp_path / "cmp"), "--methods",
+                 f"input,{DEFAULT_MODEL}", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
+    for key in ("psnr_display", "ssim_display", "psnr_full"):
+        assert metrics[DEFAULT_MODEL][key] > metrics["input"][key]
