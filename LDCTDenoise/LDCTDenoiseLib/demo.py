@@ -23,7 +23,6 @@ from .dicom_reader import read_series
 from .dicom_writer import write_derived_series
 from .errors import LDCTDenoiseError
 from .methods import INPUT, ModelDenoiser, make_method
-from .metrics import Roi
 from .model_registry import DEFAULT_MODEL, ModelRegistry
 from .phantom import make_abdomen_phantom, phantom_rois
 from .progress import CancelCheck, ProgressCallback, check_cancel
@@ -126,7 +125,7 @@ def run_demo(out_dir: str | Path, *, model: str = DEFAULT_MODEL, n_slices: int =
         check_cancel(cancel)
 
         rois = phantom_rois(PHANTOM_SIZE, PHANTOM_PIXEL_MM)
-        roi, background = (Roi(r.x, r.y, r.width, r.height) for r in (rois["liver"], rois["fat"]))
+        roi, background = rois["liver"], rois["fat"]
         shown = n_slices // 2
         metrics = comparison_metrics(outputs, truth, pixel_mm=PHANTOM_PIXEL_MM, slice_index=shown, roi=roi,
                                      background_roi=background)

@@ -19,6 +19,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import erfc
 
 from .errors import LDCTDenoiseError
+from .metrics import Roi
 
 SLICE_SPACING_MM = 3.0
 AIR_HU = -1000.0
@@ -115,21 +116,6 @@ class Structure:
     motion: Motion = STILL
     sphere: Optional[tuple[float, float]] = None
     above_fraction: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class PhantomROI:
-    """A rectangular region of interest in pixel coordinates of a slice (x = column, y = row of the top-left corner)."""
-
-    name: str
-    x: int
-    y: int
-    width: int
-    height: int
-
-    def region(self) -> tuple[slice, slice]:
-        """Index for a (y, x) slice: ``image[roi.region()]``."""
-        return slice(self.y, self.y + self.height), slice(self.x, self.x + self.width)
 
 
 LIVER_MOTION = Motion(shift_x_mm=2.0, scale=-0.05)
@@ -397,7 +383,7 @@ def make_abdomen_phantom(
     return hu.astype(np.float32), (SLICE_SPACING_MM, float(pixel_mm), float(pixel_mm))
 
 
-def phantom_rois(size: int = 512, pixel_mm: float = 0.7) -> dict[str, PhantomROI]:
+def phantom_rois(size: int = 512, pixel_mm: float = 0.7) -> dict[str, Roi]:
     """Regions of interest for a phantom made with the same ``size`` and ``pixel_mm``, valid in every slice.
 
     "liver" is homogeneous parenchyma (noise SD), "lesion" lies inside the 15 mm hypodense lesion (-20 HU, for
@@ -411,5 +397,5 @@ def phantom_rois(size: int = 512, pixel_mm: float = 0.7) -> dict[str, PhantomROI
         height = max(2, round(height_mm / pixel_mm))
         column = round(center + center_x / pixel_mm - (width - 1) / 2.0)
         row = round(center + center_y / pixel_mm - (height - 1) / 2.0)
-        rois[name] = PhantomROI(name, column, row, width, height)
+        rois[name] = Roi(column, row, width, height)
     return rois

@@ -23,7 +23,7 @@ def tall_phantom() -> np.ndarray:
 
 def _roi_values(volume: np.ndarray, roi) -> np.ndarray:
     """(slices, pixels) of one ROI."""
-    rows, columns = roi.region()
+    rows, columns = roi.slices()
     return volume[:, rows, columns].reshape(volume.shape[0], -1)
 
 
@@ -111,7 +111,7 @@ def test_phantom_through_the_simulator_keeps_its_values():
     low, reference = simulate_low_dose_slice(volume[0], spacing[1], ScanProtocol(n_views=360),
                                              np.random.default_rng(0))
     for name in ("liver", "fat", "lesion"):
-        rows, columns = rois[name].region()
+        rows, columns = rois[name].slices()
         assert abs(reference[rows, columns].mean() - volume[0][rows, columns].mean()) < 5.0, name
-    rows, columns = rois["liver"].region()
+    rows, columns = rois["liver"].slices()
     assert (low - reference)[rows, columns].std() > 5.0  # the simulated low dose is noisy
