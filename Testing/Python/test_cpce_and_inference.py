@@ -104,3 +104,19 @@ def test_cuda_mixed_precision_matches_cpu_within_a_hounsfield_unit():
     cpu = denoise_volume(model, volume, device="cpu")
     gpu = denoise_volume(model, volume, device="cuda")
     assert np.abs(cpu - gpu).max() < 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_mixed_precision_of_the_shipped_model_is_far_below_the_noise():
+    """fp16 autocast on the GPU against the fp32 CPU reference, on a realistic 512² phantom slice."""
+    from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, ModelRegistry
+    from LDCTDenoiseLib.phantom import make_abdomen_phantom
+
+    model, _ = ModelRegistry().load(DEFAULT_MODEL)
+    phantom, _ = make_abdomen_phantom(2)
+    noisy = phantom + np.random.default_rng(0).normal(0, 60, phantom.shape).astype(np.float32)
+    cpu = denoise_volume(model, noisy, device="cpu")
+    gpu = denoise_volume(model, noisy, device="cuda", batch_size=2)
+    body = phantom > -500
+    error = (gpu - cpu)[body]
+    assert np.sqrt(np.mean(error ** 2)) < 1.0 and np.abs(error).max() < 10.0

@@ -1,0 +1,715 @@
+import contextlib
+import enum
+import importlib.util
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.ScriptedLoadableModule import *
+from slicer.util import VTKObservationMixin
+from slicer.parameterNodeWrapper import (
+    parameterNodeWrapper,
+    WithinRange,
+)
+
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
+
+from LDCTDenoiseLib import mrml
+from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
+
+# Everything that needs torch (models, methods, comparison) is imported where it is used, after the Widget made sure
+# PyTorch is installed: importing it here would stop the module from loading before the user could install it.
+
+INPUT_METHOD = "input"  # the engine's name (LDCTDenoiseLib.methods.INPUT) for "the input volume itself"
+
+
+#
+# LDCTDenoise
+#
+
+
+class LDCTDenoise(ScriptedLoadableModule):
+    """Uses ScriptedLoadableModule base class, available at:
+    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
+    """
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("LDCT Denoise")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering.Denoising")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["LDCTDenoise team"]
+        self.parent.helpText = _("""
+Denoise a low-dose CT series slice by slice with a CPCE network, compare it with classic filters in linked views
+zoomed onto a region of interest, and export the result as a derived DICOM series.
+See the <a href="https://github.com/ldctdenoise/SlicerLDCTDenoise#readme">documentation</a>. Not for clinical use.
+""")
+        self.parent.acknowledgementText = _("""
+CPCE-2D: H. Shan et al., "3-D Convolutional Encoder-Decoder Network for Low-Dose CT via Transfer Learning From a
+2-D Trained Network", IEEE TMI 37(6), 2018. Shipped weights were trained on the AAPM/Mayo Clinic 2016 Low-Dose CT
+Grand Challenge data.
+""")
+
+
+#
+# LDCTDenoiseParameterNode
+#
+
+
+class Device(enum.Enum):
+    """Where the network runs; the value is the engine's device name."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "cuda"
+
+    def label(self) -> str:
+        return {Device.AUTO: _("Automatic (GPU if available)"), Device.CPU: _("CPU"), Device.GPU: _("GPU")}[self]
+
+
+@parameterNodeWrapper
+class LDCTDenoiseParameterNode:
+    """
+    The parameters needed by module.
+
+    inputVolume - The low-dose CT volume to denoise.
+    modelName - The registered model that denoises (empty: the engine's default model).
+    device - Where the network runs.
+    batchSize - Slices sent to the device at once.
+    outputVolume - Where the denoised volume goes (a new volume when none).
+    referenceVolume - Optional normal-dose volume for PSNR/SSIM/RMSE.
+    roi, backgroundRoi - Regions of the comparison: zoom, ROI numbers and CNR.
+    exportVolume - The denoised volume to write as a derived DICOM series.
+    exportDirectory - The folder that receives the exported series (in a new subfolder).
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    modelName: str = ""
+    device: Device = Device.AUTO
+    batchSize: Annotated[int, WithinRange(1, 64)] = 4
+    outputVolume: vtkMRMLScalarVolumeNode
+    referenceVolume: vtkMRMLScalarVolumeNode
+    roi: vtkMRMLMarkupsROINode
+    backgroundRoi: vtkMRMLMarkupsROINode
+    exportVolume: vtkMRMLScalarVolumeNode
+    exportDirectory: Path = Path.home()
+
+
+#
+# LDCTDenoiseWidget
+#
+
+
+class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Uses ScriptedLoadableModuleWidget base class, available at:
+    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
+    """
+
+    def __init__(self, parent=None) -> None:
+        """Called when the user opens the module the first time and the widget is initialized."""
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)  # needed for parameter node observation
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._busy = False
+        self._cancelRequested = False
+        self._metrics = {}
+
+    def setup(self) -> None:
+        """Called when the user opens the module the first time and the widget is initialized."""
+        ScriptedLoadableModuleWidget.setup(self)
+
+        # Load widget from .ui file (created by Qt Designer).
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LDCTDenoise.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+
+        # Set scene in MRML widgets. The .ui connects the top-level qMRMLWidget's "mrmlSceneChanged(vtkMRMLScene*)"
+        # signal to each MRML widget's "setMRMLScene(vtkMRMLScene*)" slot.
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = LDCTDenoiseLogic()
+
+        # Connections
+
+        # These connections ensure that we update parameter node when scene is closed
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelSelected)
+        self.ui.denoiseButton.clicked.connect(self.onDenoiseButton)
+        self.ui.cancelButton.clicked.connect(self.onCancelButton)
+        self.ui.compareButton.clicked.connect(self.onCompareButton)
+        self.ui.copyMetricsButton.clicked.connect(self.onCopyMetricsButton)
+        self.ui.saveMetricsButton.clicked.connect(self.onSaveMetricsButton)
+        self.ui.exportButton.clicked.connect(self.onExportButton)
+
+        # Make sure parameter node is initialized (needed for module reload)
+        self.initializeParameterNode()
+        self.refreshMethods()
+
+    def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
+        self.removeObservers()
+        self.logic.removeObservers()
+
+    def enter(self) -> None:
+        """Called each time the user opens this module."""
+        # Make sure parameter node exists and observed
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        """Called each time the user opens a different module."""
+        # Do not react to parameter node changes (GUI will be updated when the user enters into the module)
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        """Called just before the scene is closed."""
+        # Parameter node will be reset, do not use it anymore
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        """Called just after the scene is closed."""
+        # If this module is shown while the scene is closed then recreate a new parameter node immediately
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        """Ensure parameter node exists and observed."""
+        # Parameter node stores all user choices in parameter values, node selections, etc.
+        # so that when the scene is saved and reloaded, these settings are restored.
+
+        self.setParameterNode(self.logic.getParameterNode())
+
+        # Select default input nodes if nothing is selected yet to save a few clicks for the user
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[LDCTDenoiseParameterNode]) -> None:
+        """
+        Set and observe parameter node.
+        Observation is needed because when the parameter node is changed then the GUI must be updated immediately.
+        """
+
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Note: in the .ui file, a Qt dynamic property called "SlicerParameterName" is set on each
+            # ui element that needs connection.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        """Enable each action only when its inputs are there and nothing is running."""
+        parameterNode = self._parameterNode
+        hasInput = bool(parameterNode and parameterNode.inputVolume)
+        self.ui.denoiseButton.setEnabled(hasInput and not self._busy)
+        self.ui.denoiseButton.setToolTip(_("Denoise the input volume with the chosen model.") if hasInput
+                                         else _("Select an input volume."))
+        self.ui.compareButton.setEnabled(hasInput and not self._busy)
+        self.ui.exportButton.setEnabled(bool(parameterNode and parameterNode.exportVolume) and not self._busy)
+        self.ui.cancelButton.setEnabled(self._busy)
+        self.ui.copyMetricsButton.setEnabled(bool(self._metrics))
+        self.ui.saveMetricsButton.setEnabled(bool(self._metrics))
+
+    def refreshMethods(self) -> None:
+        """List the models (shipped ones and the user's profiles, each with its card as tooltip) and the methods
+        that Compare can show."""
+        self.ui.modelComboBox.clear()
+        self.ui.methodsListWidget.clear()
+        if not self.logic.torchAvailable():
+            self.ui.modelComboBox.setToolTip(_("PyTorch is not installed yet: press Denoise to install it."))
+            return
+        self.ui.modelComboBox.blockSignals(True)
+        for index, entry in enumerate(self.logic.modelEntries()):
+            self.ui.modelComboBox.addItem(entry.name)
+            self.ui.modelComboBox.setItemData(index, self.logic.modelDescription(entry), qt.Qt.ToolTipRole)
+        self.ui.modelComboBox.blockSignals(False)
+        selected = self.ui.modelComboBox.findText(self._parameterNode.modelName or self.logic.defaultModelName())
+        self.ui.modelComboBox.setCurrentIndex(max(selected, 0))
+        self.onModelSelected(self.ui.modelComboBox.findText(self.ui.modelComboBox.itemText(max(selected, 0))))
+        for method in self.logic.compareMethodNames():
+            item = qt.QListWidgetItem(method, self.ui.methodsListWidget)
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            checked = method in (INPUT_METHOD, self._parameterNode.modelName)
+            item.setCheckState(qt.Qt.Checked if checked else qt.Qt.Unchecked)
+
+    def onModelSelected(self, index: int) -> None:
+        if index >= 0:
+            self._parameterNode.modelName = self.ui.modelComboBox.itemText(index)
+
+    def methodItems(self) -> list:
+        """Every entry of the methods list (findItems works alike in PythonQt and PySide6, unlike ``count``)."""
+        return self.ui.methodsListWidget.findItems("*", qt.Qt.MatchWildcard)
+
+    def checkedMethods(self) -> list[str]:
+        return [item.text() for item in self.methodItems() if item.checkState() == qt.Qt.Checked]
+
+    def ensureDependencies(self) -> None:
+        """Install PyTorch (through the PyTorch extension, which picks the CUDA build for this computer) and the
+        engine's other packages on first use, asking the user first; never at import time."""
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            raise RuntimeError(_("This module needs the PyTorch extension: install it from the Extensions Manager "
+                                 "and restart Slicer.")) from None
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=">=2.1") is None:
+                raise RuntimeError(_("PyTorch is required to denoise. Install it and try again."))
+        requirements = self.resourcePath("requirements.txt")
+        try:
+            import slicer.packaging
+        except ImportError:  # Slicer before 5.11
+            slicer.util.pip_install(["-r", requirements])
+        else:
+            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirements), requester="LDCTDenoise")
+        if not self.methodItems():  # the lists stay empty until torch is there
+            self.refreshMethods()
+
+    @contextlib.contextmanager
+    def running(self, message: str):
+        """Show progress and enable Cancel while a long operation runs in chunks; restore the panel afterwards."""
+        self._busy, self._cancelRequested = True, False
+        self.ui.progressBar.setValue(0)
+        self.ui.statusLabel.setText(message)
+        self._checkCanApply()
+        try:
+            yield
+        finally:
+            self._busy = False
+            self._checkCanApply()
+
+    def onProgress(self, done: int, total: int) -> None:
+        """Engine progress callback: update the bar and let Qt handle clicks (Cancel) between batches."""
+        self.ui.progressBar.setMaximum(max(total, 1))
+        self.ui.progressBar.setValue(done)
+        slicer.app.processEvents()
+
+    def progressFor(self, method: str) -> Callable[[int, int], None]:
+        self.ui.statusLabel.setText(_("Computing {method}...").format(method=method))
+        return self.onProgress
+
+    def cancelRequested(self) -> bool:
+        return self._cancelRequested
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+        self.ui.statusLabel.setText(_("Cancelling after the current batch..."))
+
+    def onDenoiseButton(self) -> None:
+        """Run the chosen model on the input volume and show the result at W/L 400/40."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to denoise."), waitCursor=True):
+            self.ensureDependencies()
+            parameterNode = self._parameterNode
+            try:
+                with self.running(_("Denoising...")):
+                    startTime = time.perf_counter()
+                    outputVolume = self.logic.denoise(
+                        parameterNode.inputVolume, parameterNode.modelName or self.logic.defaultModelName(),
+                        device=parameterNode.device.value, batchSize=parameterNode.batchSize,
+                        outputVolume=parameterNode.outputVolume, progress=self.onProgress,
+                        cancel=self.cancelRequested)
+            except CancelledError:
+                self.ui.statusLabel.setText(_("Cancelled; nothing was changed."))
+                return
+            parameterNode.outputVolume = outputVolume
+            parameterNode.exportVolume = outputVolume
+            self.logic.showVolume(outputVolume)
+            self.ui.statusLabel.setText(_("Denoised in {seconds:.1f} s.").format(
+                seconds=time.perf_counter() - startTime))
+
+    def onCompareButton(self) -> None:
+        """Compute the missing outputs of the ticked methods, show them in linked views and fill the table."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to compare."), waitCursor=True):
+            methods = self.checkedMethods()
+            if not methods:
+                raise ValueError(_("Tick at least one method to compare."))
+            self.ensureDependencies()
+            parameterNode = self._parameterNode
+            try:
+                with self.running(_("Comparing...")):
+                    volumes = self.logic.compare(parameterNode.inputVolume, methods,
+                                                 device=parameterNode.device.value, batchSize=parameterNode.batchSize,
+                                                 progressFor=self.progressFor, cancel=self.cancelRequested)
+            except CancelledError:
+                self.ui.statusLabel.setText(_("Cancelled; outputs computed so far are kept."))
+                return
+            self.logic.showComparison(volumes, parameterNode.roi)
+            self.showMetrics(self.logic.comparisonMetrics(volumes, parameterNode.referenceVolume, parameterNode.roi,
+                                                          parameterNode.backgroundRoi))
+            self.ui.statusLabel.setText(_("Compared {count} methods.").format(count=len(volumes)))
+
+    @staticmethod
+    def metricsCells(metrics: dict) -> tuple[list[str], list[list[str]]]:
+        """Column names and the shown text of each method's row, in the column order of the engine's CSV."""
+        columns = list(dict.fromkeys(key for values in metrics.values() for key in values))
+        return columns, [[f"{values[key]:.4g}" if key in values else "" for key in columns]
+                         for values in metrics.values()]
+
+    def showMetrics(self, metrics: dict) -> None:
+        """One row per method, one column per number."""
+        self._metrics = metrics
+        columns, rows = self.metricsCells(metrics)
+        table = self.ui.metricsTable
+        table.clear()
+        table.setRowCount(len(rows))
+        table.setColumnCount(len(columns))
+        table.setHorizontalHeaderLabels(columns)
+        table.setVerticalHeaderLabels(list(metrics))
+        for row, cells in enumerate(rows):
+            for column, text in enumerate(cells):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+        self._checkCanApply()
+
+    def metricsText(self) -> str:
+        """The table as shown, tab separated, for pasting into a spreadsheet."""
+        columns, rows = self.metricsCells(self._metrics)
+        lines = [["method", *columns]] + [[method, *cells] for method, cells in zip(self._metrics, rows)]
+        return "\n".join("\t".join(cells) for cells in lines) + "\n"
+
+    def onCopyMetricsButton(self) -> None:
+        qt.QApplication.clipboard().setText(self.metricsText())
+
+    def onSaveMetricsButton(self) -> None:
+        path = qt.QFileDialog.getSaveFileName(None, _("Save ROI numbers"), str(self._parameterNode.exportDirectory),
+                                              _("CSV files (*.csv)"))
+        path = path[0] if isinstance(path, tuple) else path
+        if path:
+            with slicer.util.tryWithErrorDisplay(_("Failed to save the table.")):
+                self.ui.statusLabel.setText(_("Saved {path}.").format(path=self.logic.saveMetrics(self._metrics,
+                                                                                                  path)))
+
+    def onExportButton(self) -> None:
+        """Write the denoised volume as a derived DICOM series and add it to Slicer's DICOM database."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to export DICOM."), waitCursor=True):
+            parameterNode = self._parameterNode
+            try:
+                with self.running(_("Exporting...")):
+                    files = self.logic.exportDicom(parameterNode.exportVolume, parameterNode.exportDirectory,
+                                                   slicer.dicomDatabase.fileForInstance, progress=self.onProgress,
+                                                   cancel=self.cancelRequested)
+            except CancelledError:
+                self.ui.statusLabel.setText(_("Cancelled; nothing was written."))
+                return
+            self.logic.importIntoDicomDatabase(files[0].parent)
+            self.ui.statusLabel.setText(_("Exported {count} files to {folder} and added them to the DICOM "
+                                          "database.").format(count=len(files), folder=files[0].parent))
+
+
+#
+# LDCTDenoiseLogic
+#
+
+
+class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
+    """This class should implement all the actual
+    computation done by your module.  The interface
+    should be such that other python code can import
+    this class and make use of the functionality without
+    requiring an instance of the Widget.
+    Uses ScriptedLoadableModuleLogic base class, available at:
+    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
+
+    All computing is done by the engine (LDCTDenoiseLib); this class moves volumes between MRML and the engine.
+    """
+
+    # How a computed volume remembers what it is, so Compare reuses it and Export can describe and trace it.
+    METHOD_ATTRIBUTE = "LDCTDenoise.method"
+    DERIVATION_ATTRIBUTE = "LDCTDenoise.derivation"
+    INPUT_REFERENCE_ROLE = "LDCTDenoiseInput"
+
+    def __init__(self) -> None:
+        """Called when the logic class is instantiated. Can be used for initializing member variables."""
+        ScriptedLoadableModuleLogic.__init__(self)
+        VTKObservationMixin.__init__(self)
+        self.compareSliceNodes = []
+
+    def getParameterNode(self):
+        return LDCTDenoiseParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def torchAvailable() -> bool:
+        return importlib.util.find_spec("torch") is not None
+
+    @staticmethod
+    def modelEntries() -> list:
+        """The shipped models and the user's profiles (LDCTDenoiseLib.model_registry.ModelEntry)."""
+        from LDCTDenoiseLib.model_registry import ModelRegistry
+
+        return ModelRegistry().entries()
+
+    @staticmethod
+    def defaultModelName() -> str:
+        from LDCTDenoiseLib.model_registry import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+
+    @staticmethod
+    def modelDescription(entry) -> str:
+        """A model card in a few lines: what it is, where it comes from and how well it did on validation."""
+        card = entry.card
+        lines = [f"{entry.name} ({entry.origin})", card.get("description", "")]
+        domains = card.get("training", {}).get("domains")
+        if domains:
+            lines.append(_("Trained on: {domains}").format(domains=", ".join(map(str, domains))))
+        validation = card.get("validation", {})
+        if "model" in validation and "low_dose_input" in validation:
+            model, lowDose = validation["model"], validation["low_dose_input"]
+            lines.append(_("Validation (W/L 400/40): PSNR {low:.2f} -> {model:.2f} dB, SSIM {lowSsim:.4f} -> "
+                           "{modelSsim:.4f}").format(low=lowDose["psnr_display"]["mean"],
+                                                     model=model["psnr_display"]["mean"],
+                                                     lowSsim=lowDose["ssim_display"]["mean"],
+                                                     modelSsim=model["ssim_display"]["mean"]))
+        return "\n".join(line for line in lines if line)
+
+    @staticmethod
+    def compareMethodNames() -> list[str]:
+        """The input, every registered model, then the classic baselines (BM3D only when its package is there)."""
+        from LDCTDenoiseLib.methods import INPUT, available_methods
+
+        return [INPUT] + [name for name in available_methods()
+                          if name != "bm3d" or importlib.util.find_spec("bm3d") is not None]
+
+    def denoise(self, inputVolume: vtkMRMLScalarVolumeNode, method: str, *, device: str = "auto", batchSize: int = 4,
+                outputVolume: Optional[vtkMRMLScalarVolumeNode] = None,
+                progress: Optional[Callable[[int, int], None]] = None,
+                cancel: Optional[Callable[[], bool]] = None) -> vtkMRMLScalarVolumeNode:
+        """
+        Run one method (a model or a baseline) on the input volume, in chunks that report progress and can be
+        cancelled; the result is shown at W/L 400/40.
+        Can be used without GUI widget.
+        :param inputVolume: CT volume in HU
+        :param method: a model name or a baseline name (see compareMethodNames)
+        :param outputVolume: volume to overwrite; a new one is created when None
+        :return: the output volume
+        """
+        if not inputVolume:
+            raise ValueError(_("Input volume is invalid"))
+        from LDCTDenoiseLib.methods import make_method
+
+        startTime = time.perf_counter()
+        denoiser = make_method(method, device=device, batch_size=batchSize)
+        result = denoiser(mrml.array_from_volume(inputVolume), progress=progress, cancel=cancel)
+        outputVolume = mrml.add_volume_from_array(result, inputVolume, f"{inputVolume.GetName()} {method}",
+                                                  outputVolume)
+        outputVolume.SetAttribute(self.METHOD_ATTRIBUTE, method)
+        outputVolume.SetAttribute(self.DERIVATION_ATTRIBUTE, self._derivation(denoiser, method))
+        outputVolume.SetNodeReferenceID(self.INPUT_REFERENCE_ROLE, inputVolume.GetID())
+        logging.info(f"LDCTDenoise: {method} on {inputVolume.GetName()} took {time.perf_counter() - startTime:.2f} s")
+        return outputVolume
+
+    @staticmethod
+    def _derivation(denoiser, method: str) -> str:
+        """DerivationDescription for the exported series: the model's own (name, card, weights checksum) or the
+        baseline's name."""
+        if hasattr(denoiser, "derivation"):
+            return denoiser.derivation()
+        from LDCTDenoiseLib import __version__
+
+        return f"Denoised slice by slice by LDCTDenoise {__version__} with the baseline '{method}'"
+
+    def existingOutput(self, inputVolume: vtkMRMLScalarVolumeNode, method: str
+                       ) -> Optional[vtkMRMLScalarVolumeNode]:
+        """A volume this logic already computed with ``method`` from ``inputVolume``, if any."""
+        for volume in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            if (volume.GetAttribute(self.METHOD_ATTRIBUTE) == method
+                    and volume.GetNodeReference(self.INPUT_REFERENCE_ROLE) is inputVolume):
+                return volume
+        return None
+
+    def compare(self, inputVolume: vtkMRMLScalarVolumeNode, methods: Sequence[str], *, device: str = "auto",
+                batchSize: int = 4, progressFor: Optional[Callable[[str], Callable[[int, int], None]]] = None,
+                cancel: Optional[Callable[[], bool]] = None) -> dict:
+        """The volume of each method (method name -> volume node), computing only those not computed before."""
+        volumes = {}
+        for method in methods:
+            if method == INPUT_METHOD:
+                volumes[method] = inputVolume
+                continue
+            volumes[method] = self.existingOutput(inputVolume, method) or self.denoise(
+                inputVolume, method, device=device, batchSize=batchSize,
+                progress=progressFor(method) if progressFor else None, cancel=cancel)
+        return volumes
+
+    @staticmethod
+    def showVolume(volume: vtkMRMLScalarVolumeNode) -> None:
+        """Show the volume alone in every slice view, fitted."""
+        mrml.set_display_window(volume)
+        slicer.util.setSliceViewerLayers(background=volume, foreground=None, fit=True)
+
+    def showComparison(self, volumes: dict, roi: Optional[vtkMRMLMarkupsROINode] = None) -> list:
+        """One linked, labelled view per method; the views zoom onto the ROI and follow it when it moves."""
+        self.compareSliceNodes = mrml.show_compare_layout(slicer.mrmlScene, list(volumes))
+        mrml.link_views(self.compareSliceNodes, list(volumes.values()))
+        self.followRoi(roi)
+        return self.compareSliceNodes
+
+    def followRoi(self, roi: Optional[vtkMRMLMarkupsROINode]) -> None:
+        """Zoom every compare view onto ``roi`` now and whenever it is moved or resized."""
+        self.removeObservers(self.onRoiModified)
+        if roi is None:
+            return
+        self.addObserver(roi, vtkMRMLMarkupsROINode.PointModifiedEvent, self.onRoiModified)
+        mrml.zoom_to_roi(self.compareSliceNodes, roi)
+
+    def onRoiModified(self, roi, event) -> None:
+        mrml.zoom_to_roi(self.compareSliceNodes, roi)
+
+    @staticmethod
+    def comparisonMetrics(volumes: dict, referenceVolume: Optional[vtkMRMLScalarVolumeNode] = None,
+                          roi: Optional[vtkMRMLMarkupsROINode] = None,
+                          backgroundRoi: Optional[vtkMRMLMarkupsROINode] = None) -> dict:
+        """The engine's comparison numbers (method -> name -> value) on the ROI's slice, ROI given in pixels."""
+        from LDCTDenoiseLib.comparison import comparison_metrics
+
+        geometry = next(iter(volumes.values()))
+        outputs = {method: mrml.array_from_volume(volume) for method, volume in volumes.items()}
+        reference = mrml.array_from_volume(referenceVolume) if referenceVolume else None
+        pixelRoi, sliceIndex = (mrml.roi_pixel_box(roi, geometry) if roi
+                                else (None, geometry.GetImageData().GetDimensions()[2] // 2))
+        backgroundPixelRoi = mrml.roi_pixel_box(backgroundRoi, geometry)[0] if roi and backgroundRoi else None
+        return comparison_metrics(outputs, reference, pixel_mm=geometry.GetSpacing()[0], slice_index=sliceIndex,
+                                  roi=pixelRoi, background_roi=backgroundPixelRoi)
+
+    @staticmethod
+    def saveMetrics(metrics: dict, csvPath: str) -> Path:
+        """Write the numbers with the engine's writer: ``<name>.csv`` and ``<name>.json``; returns the CSV path."""
+        from LDCTDenoiseLib.figure import write_metrics
+
+        return write_metrics(metrics, Path(csvPath).with_suffix(""))[0]
+
+    def exportDicom(self, volume: vtkMRMLScalarVolumeNode, outputDirectory: Path,
+                    fileForInstance: Callable[[str], str], *, progress: Optional[Callable[[int, int], None]] = None,
+                    cancel: Optional[Callable[[], bool]] = None) -> list[Path]:
+        """
+        Write a volume made by this module as a derived DICOM series of the series its input was loaded from.
+        :param fileForInstance: the DICOM database's lookup from SOP instance UID to file
+            (slicer.dicomDatabase.fileForInstance inside Slicer)
+        :return: the written files, in a new subfolder of outputDirectory
+        """
+        if not volume:
+            raise ValueError(_("Select the denoised volume to export."))
+        derivation = volume.GetAttribute(self.DERIVATION_ATTRIBUTE)
+        source = volume.GetNodeReference(self.INPUT_REFERENCE_ROLE)
+        if not derivation or source is None:
+            raise LDCTDenoiseError(_("'{name}' was not made by Denoise or Compare from a loaded input, so it has no "
+                                     "source series to export against.").format(name=volume.GetName()))
+        method = volume.GetAttribute(self.METHOD_ATTRIBUTE)
+        folderName = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume.GetName())
+        folder = Path(outputDirectory) / f"{folderName}_{time.strftime('%Y%m%d-%H%M%S')}"
+        return mrml.export_derived_series(volume, mrml.source_files(source, fileForInstance), folder,
+                                          derivation_description=derivation,
+                                          series_description_suffix=f" [LDCTDenoise {method}]", progress=progress,
+                                          cancel=cancel)
+
+    @staticmethod
+    def importIntoDicomDatabase(folder: Path) -> None:
+        """Add an exported series to Slicer's DICOM database (only inside Slicer: DICOMLib needs the application)."""
+        from DICOMLib import DICOMUtils
+
+        DICOMUtils.importDicom(os.fspath(folder))
+
+
+#
+# LDCTDenoiseTest
+#
+
+
+class LDCTDenoiseTest(ScriptedLoadableModuleTest):
+    """
+    This is the test case for your scripted module.
+    Uses ScriptedLoadableModuleTest base class, available at:
+    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
+
+    Runs inside Slicer on CPU with a small synthetic DICOM series and a tiny random-weight model, so it needs no data
+    download and finishes in seconds.
+    """
+
+    def setUp(self):
+        """Do whatever is needed to reset the state - typically a scene clear will be enough."""
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        """Run as few or as many tests as needed here."""
+        self.setUp()
+        self.test_LDCTDenoise_DenoiseCompareExport()
+
+    def test_LDCTDenoise_DenoiseCompareExport(self):
+        """Load a synthetic series through Slicer's DICOM database, denoise it with a random-weight profile,
+        compare it with a Gaussian filter inside an ROI, and export and re-import the derived series."""
+        import tempfile
+
+        import numpy as np
+        import torch
+        from DICOMLib import DICOMUtils
+
+        from LDCTDenoiseLib.cpce import CPCE2D
+        from LDCTDenoiseLib.dicom_writer import write_derived_series
+        from LDCTDenoiseLib.model_registry import save_model
+        from LDCTDenoiseLib.phantom import make_abdomen_phantom
+        from LDCTDenoiseLib.synthetic_series import synthetic_ct_volume
+
+        self.delayDisplay(_("Starting the test"))
+        workDir = Path(tempfile.mkdtemp(prefix="LDCTDenoiseTest"))
+        os.environ["LDCTDENOISE_PROFILES_DIR"] = str(workDir / "profiles")
+        torch.manual_seed(0)
+        save_model(CPCE2D(), {"name": "test-random", "description": "random weights for the self-test",
+                              "training": {}, "losses": {"mse": 1.0}, "validation": {}, "command": "self-test"},
+                   workDir / "profiles")
+
+        hu, spacing = make_abdomen_phantom(3, size=64, pixel_mm=6.0)
+        source = synthetic_ct_volume(hu, spacing, series_description="LDCTDenoise self-test")
+        write_derived_series(source, source.hu, workDir / "input", derivation_description="self-test input")
+        with DICOMUtils.TemporaryDICOMDatabase() as database:
+            DICOMUtils.importDicom(str(workDir / "input"), database)
+            loadedNodeIDs = DICOMUtils.loadPatientByUID(database.patients()[0])
+            inputVolume = slicer.mrmlScene.GetNodeByID(loadedNodeIDs[0])
+            self.delayDisplay(_("Loaded the synthetic series"))
+
+            logic = LDCTDenoiseLogic()
+            outputVolume = logic.denoise(inputVolume, "test-random", device="cpu", batchSize=2)
+            self.assertEqual(outputVolume.GetDisplayNode().GetWindow(), 400)
+            self.assertEqual(outputVolume.GetDisplayNode().GetLevel(), 40)
+            self.assertFalse(outputVolume.GetDisplayNode().GetAutoWindowLevel())
+            self.assertEqual(slicer.util.arrayFromVolume(outputVolume).shape,
+                             slicer.util.arrayFromVolume(inputVolume).shape)
+
+            roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+            bounds = [0.0] * 6
+            inputVolume.GetRASBounds(bounds)
+            roi.SetCenter([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2])
+            roi.SetSize(40, 40, 5)
+            volumes = logic.compare(inputVolume, [INPUT_METHOD, "test-random", "gaussian"], device="cpu")
+            self.assertIs(volumes["test-random"], outputVolume)  # reused, not recomputed
+            sliceNodes = logic.showComparison(volumes, roi)
+            self.assertEqual(len(sliceNodes), 3)
+            fieldOfView = sliceNodes[0].GetFieldOfView()
+            roi.SetCenter(np.array(roi.GetCenter()) + np.array([5.0, 0.0, 0.0]))
+            self.assertEqual(sliceNodes[0].GetFieldOfView(), fieldOfView)
+            metrics = logic.comparisonMetrics(volumes, roi=roi)
+            self.assertEqual(set(metrics), {INPUT_METHOD, "test-random", "gaussian"})
+            self.delayDisplay(_("Compared"))
+
+            files = logic.exportDicom(outputVolume, workDir / "export", slicer.dicomDatabase.fileForInstance)
+            logic.importIntoDicomDatabase(files[0].parent)
+            self.assertEqual(len(files), 3)
+        self.delayDisplay(_("Test passed"))

@@ -1,0 +1,48 @@
+"""Run Slicer module code under plain pytest: real MRML from ``slicer-core``, real Qt from PySide6 (offscreen),
+and small stand-ins for what neither provides (PythonQt's ``qt``, CTK/qMRML widgets, the scripted-module base
+classes, the parameter node wrapper, ``slicer.app``).
+
+This package must not be called ``slicer``: slicer-core imports every module of any ``slicer`` folder on sys.path.
+"""
+
+import os
+import sys
+import types
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def install() -> types.SimpleNamespace:
+    """Register the stand-ins in ``sys.modules`` (once) and return them; needs PySide6 and slicer-core."""
+    import slicer
+    import slicer.util
+    from PySide6.QtWidgets import QApplication
+
+    from . import application, ctk, parameter_node_wrapper, qmrml, qt, scripted_module
+
+    application_instance = QApplication.instance() or QApplication(["pytest"])
+    if not isinstance(getattr(slicer, "app", None), application.Application):
+        packaging = application.Packaging()
+        i18n = types.ModuleType("slicer.i18n")
+        i18n.tr, i18n.translate = application.tr, application.translate
+        packaging_module = types.ModuleType("slicer.packaging")
+        packaging_module.load_requirements = packaging.load_requirements
+        packaging_module.pip_ensure = packaging.pip_ensure
+        packaging_module.ensured = packaging.ensured
+        torch_utils = types.ModuleType("PyTorchUtils")
+        torch_utils.PyTorchUtilsLogic = application.PyTorchUtilsLogic
+        sys.modules.update({
+            "qt": qt,
+            "ctk": ctk,
+            "slicer.ScriptedLoadableModule": scripted_module,
+            "slicer.i18n": i18n,
+            "slicer.parameterNodeWrapper": parameter_node_wrapper,
+            "slicer.packaging": packaging_module,
+            "PyTorchUtils": torch_utils,
+        })
+        slicer.app = application.Application()
+        slicer.ScriptedLoadableModule = scripted_module
+        slicer.i18n, slicer.parameterNodeWrapper, slicer.packaging = i18n, parameter_node_wrapper, packaging_module
+        slicer.qMRMLNodeComboBox, slicer.qMRMLWidget = qmrml.qMRMLNodeComboBox, qmrml.qMRMLWidget
+    return types.SimpleNamespace(qapp=application_instance, slicer=slicer, packaging=sys.modules["slicer.packaging"])
+

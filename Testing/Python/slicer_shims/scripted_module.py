@@ -1,0 +1,60 @@
+"""Stand-ins for ``slicer.ScriptedLoadableModule``'s base classes, as far as a module's own code relies on them."""
+
+import os
+import sys
+import unittest
+
+import slicer
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+__all__ = ["ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
+           "ScriptedLoadableModuleTest"]
+
+
+class ScriptedLoadableModule:
+    def __init__(self, parent) -> None:
+        self.parent = parent
+        self.moduleName = self.__class__.__name__
+
+
+class ScriptedLoadableModuleWidget:
+    def __init__(self, parent=None) -> None:
+        self.moduleName = self.__class__.__name__.removesuffix("Widget")
+        if parent is None:
+            parent = QWidget()
+            parent.setLayout(QVBoxLayout())
+        parent.isEntered = False  # a property of Slicer's module panel
+        self.parent = parent
+        self.layout = parent.layout()
+
+    def resourcePath(self, filename: str) -> str:
+        """Resources/<filename> beside the module's .py file, as Slicer resolves it."""
+        return os.path.join(os.path.dirname(sys.modules[self.__module__].__file__), "Resources", filename)
+
+    def setup(self) -> None:
+        """Slicer adds the reload/test developer section here; nothing else."""
+
+    def cleanup(self) -> None:
+        """Called when the application closes."""
+
+
+class ScriptedLoadableModuleLogic:
+    def __init__(self, parent=None) -> None:
+        self.moduleName = self.__class__.__name__.removesuffix("Logic")
+
+    def getParameterNode(self):
+        """The module's singleton ``vtkMRMLScriptedModuleNode``, created on first use."""
+        scene = slicer.mrmlScene
+        node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetSingletonTag(self.moduleName)
+            node.SetModuleName(self.moduleName)
+            node.SetName(scene.GenerateUniqueName(self.moduleName))
+            node = scene.AddNode(node)
+        return node
+
+
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    def delayDisplay(self, message: str, msec: int = 1000) -> None:
+        """Slicer shows the message in a popup; here it is only logged."""

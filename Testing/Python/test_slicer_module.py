@@ -1,0 +1,283 @@
+"""T2: the module (LDCTDenoise.py) wired to its real .ui under PySide6 offscreen and a real vtkMRMLScene.
+
+Real here: the .ui file and Qt widgets (PySide6), MRML (slicer-core), slicer.util, the engine, torch, pydicom.
+Stand-ins (Testing/Python/slicer_shims): PythonQt's ``qt`` namespace, the CTK/qMRML widget classes, the scripted
+module base classes, the parameter node wrapper, ``slicer.app`` and the PyTorch extension's installer.
+"""
+
+import csv
+import importlib
+import re
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("slicer_core")
+
+import slicer_shims  # noqa: E402
+
+SHIMS = slicer_shims.install()
+
+import torch  # noqa: E402
+from dicom_factory import phantom_hu, write_ct_series  # noqa: E402
+from LDCTDenoiseLib import mrml  # noqa: E402
+from LDCTDenoiseLib.cpce import CPCE2D  # noqa: E402
+from LDCTDenoiseLib.dicom_reader import read_series  # noqa: E402
+from LDCTDenoiseLib.model_registry import save_model  # noqa: E402
+from slicer_shims.parameter_node_wrapper import SUPPORTED_PAIRS, SlicerParameterNamePropertyName  # noqa: E402
+from slicer_shims.scene import load_dicom_series, new_scene  # noqa: E402
+
+import qt  # noqa: E402  (the shim, registered by install())
+import slicer  # noqa: E402
+
+MODULE_DIR = Path(__file__).resolve().parents[2] / "LDCTDenoise"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "LDCTDenoise.ui"
+sys.path.insert(0, str(MODULE_DIR))
+module = importlib.import_module("LDCTDenoise")
+
+
+@pytest.fixture
+def profile(tmp_path, monkeypatch):
+    """A real (untrained, seeded) CPCE saved as the user profile 'tiny' (the only model: none is shipped yet)."""
+    torch.manual_seed(0)
+    save_model(CPCE2D(), {"name": "tiny", "description": "test profile", "training": {"domains": ["D45"]},
+                          "losses": {"mse": 1.0}, "validation": {}, "command": "pytest"}, tmp_path / "profiles")
+    monkeypatch.setenv("LDCTDENOISE_PROFILES_DIR", str(tmp_path / "profiles"))
+    return "tiny"
+
+
+@pytest.fixture
+def mrml_scene():
+    return new_scene()
+
+
+@pytest.fixture
+def ct(mrml_scene, tmp_path):
+    """A 4-slice CT series loaded as Slicer's DICOM plugin loads it, and the engine's view of the same files."""
+    files = write_ct_series(tmp_path / "series", phantom_hu(4, 40))
+    series = read_series(files)
+    uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in series.source_files]
+    node = load_dicom_series(mrml_scene.volumes_logic, series.source_files, "ct", uids)
+    return node, series, dict(zip(uids, map(str, series.source_files)))
+
+
+@pytest.fixture
+def widget(profile, mrml_scene):
+    panel = module.LDCTDenoiseWidget()
+    panel.setup()
+    panel._parameterNode.device = module.Device.CPU
+    panel._parameterNode.exportDirectory = Path(mrml_scene.scene.GetRootDirectory() or ".").absolute()
+    yield panel
+    panel.cleanup()
+
+
+def ui_source_names() -> set[str]:
+    return set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "LDCTDenoise.py").read_text(encoding="utf-8")))
+
+
+def test_module_metadata():
+    parent = type("ModuleParent", (), {})()
+    module.LDCTDenoise(parent)
+    assert parent.title == "LDCT Denoise"
+    assert parent.categories == ["Filtering.Denoising"]
+    assert "documentation" in parent.helpText and "Shan" in parent.acknowledgementText
+
+
+def test_every_ui_name_the_code_uses_exists_and_every_custom_widget_has_its_stand_in(widget):
+    tree = ElementTree.parse(UI_FILE)
+    declared = {w.get("name"): w.get("class") for w in tree.iter("widget")}
+    used = ui_source_names()
+    assert used <= set(declared), f"missing in the .ui: {used - set(declared)}"
+    for name in used:
+        assert type(getattr(widget.ui, name)).__name__ == declared[name]  # nothing fell back to a plain QWidget
+    custom = {c.findtext("class") for c in tree.iter("customwidget")}
+    assert custom == {"qMRMLWidget", "qMRMLNodeComboBox", "ctkCollapsibleButton", "ctkDirectoryButton"}
+    root = tree.getroot().find("widget")
+    assert root.get("class") == "qMRMLWidget"
+    assert [w.findtext("property/string") for w in root.iter("widget") if w.get("class") == "ctkCollapsibleButton"
+            ] == ["Denoise", "Compare", "Export"]
+    connected = {c.findtext("receiver") for c in tree.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)" and c.findtext("sender") == root.get("name")}
+    assert connected == {name for name, kind in declared.items() if kind == "qMRMLNodeComboBox"}
+    # QUiLoader made each of those connections (the stand-ins carry the C++ signatures).
+    assert widget.ui.inputSelector.parent().parent().receivers(qt.SIGNAL("mrmlSceneChanged(vtkMRMLScene*)")) == len(
+        connected)
+
+
+def test_bound_widgets_match_parameter_node_fields_with_pairs_slicer_can_connect(widget):
+    bound = {w.property(SlicerParameterNamePropertyName): w for w in vars(widget.ui).values()
+             if hasattr(w, "property") and w.property(SlicerParameterNamePropertyName)}
+    fields = module.LDCTDenoiseParameterNode.allParameters
+    assert set(bound) == set(fields) - {"modelName"}  # the model list is filled at run time, synced by hand
+    for name, bound_widget in bound.items():
+        kind = fields[name].kind
+        kind_name = ("node" if isinstance(kind, type) and issubclass(kind, slicer.vtkMRMLNode)
+                     else "Enum" if issubclass(kind, module.enum.Enum) else kind.__name__)
+        assert (type(bound_widget).__name__, kind_name) in SUPPORTED_PAIRS, name
+
+
+def test_parameter_node_round_trips_through_a_saved_scene(widget, ct, mrml_scene, tmp_path):
+    node, _, _ = ct
+    widget.ui.batchSizeSpinBox.setValue(7)  # GUI -> parameter node
+    widget.ui.deviceComboBox.setCurrentIndex(list(module.Device).index(module.Device.GPU))
+    roi = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "lesion")
+    parameters = widget._parameterNode
+    parameters.roi = roi  # parameter node -> GUI
+    assert widget.ui.roiSelector.currentNode() is roi
+    assert (parameters.batchSize, parameters.device, parameters.inputVolume) == (7, module.Device.GPU, node)
+    mrml_scene.scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert mrml_scene.scene.Commit()
+    reloaded = new_scene()
+    reloaded.scene.SetURL(str(tmp_path / "scene.mrml"))
+    reloaded.scene.Connect()
+    again = module.LDCTDenoiseLogic().getParameterNode()
+    assert (again.batchSize, again.device, again.modelName) == (7, module.Device.GPU, "tiny")
+    assert again.roi.GetName() == "lesion" and again.inputVolume.GetName() == "ct"
+
+
+def test_buttons_follow_the_inputs(widget, mrml_scene):
+    ui = widget.ui
+    assert not ui.denoiseButton.isEnabled() and not ui.compareButton.isEnabled()
+    assert not ui.cancelButton.isEnabled() and not ui.exportButton.isEnabled()
+    assert not ui.copyMetricsButton.isEnabled() and not ui.saveMetricsButton.isEnabled()
+    volume = mrml_scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
+    assert ui.inputSelector.currentNode() is volume  # the scene -> combo box -> parameter node path
+    assert ui.denoiseButton.isEnabled() and ui.compareButton.isEnabled()
+    widget._parameterNode.exportVolume = volume
+    assert ui.exportButton.isEnabled()
+    widget._parameterNode.inputVolume = None
+    assert not ui.denoiseButton.isEnabled()
+
+
+def test_model_list_and_methods_come_from_the_registry_with_cards_as_tooltips(widget):
+    ui = widget.ui
+    assert [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())] == ["tiny"]
+    tooltip = ui.modelComboBox.itemData(0, qt.Qt.ToolTipRole)
+    assert "test profile" in tooltip and "D45" in tooltip and "(profile)" in tooltip
+    methods = [item.text() for item in widget.methodItems()]
+    assert methods[:2] == ["input", "tiny"] and {"gaussian", "tv", "nlm"} <= set(methods)
+    assert widget.checkedMethods() == ["input", "tiny"]
+    assert widget._parameterNode.modelName == "tiny"
+
+
+def test_denoise_runs_in_batches_and_shows_the_output_at_the_soft_tissue_window(widget, ct):
+    node, _, _ = ct
+    widget._parameterNode.batchSize = 1
+    seen = []
+    widget.ui.progressBar.valueChanged.connect(seen.append)
+    widget.ui.denoiseButton.click()
+    output = widget._parameterNode.outputVolume
+    assert output is not None and output is widget._parameterNode.exportVolume
+    display = output.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel(), display.GetAutoWindowLevel()) == (400, 40, 0)
+    assert mrml.array_from_volume(output).shape == mrml.array_from_volume(node).shape
+    assert seen[-1] == 4 and widget.ui.progressBar.maximum() == 4 and len(seen) == 4
+    assert "Denoised" in widget.ui.statusLabel.text()
+    assert widget.ui.denoiseButton.isEnabled() and not widget.ui.cancelButton.isEnabled()
+    assert output.GetAttribute(module.LDCTDenoiseLogic.METHOD_ATTRIBUTE) == "tiny"
+
+
+def test_cancel_reaches_the_engine_between_batches_and_changes_nothing(widget, ct, mrml_scene):
+    widget._parameterNode.batchSize = 1
+    volumes_before = mrml_scene.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    batches = []
+
+    def press_cancel_after_first_batch(value: int) -> None:
+        batches.append(value)
+        if value == 1:
+            assert widget.ui.cancelButton.isEnabled() and not widget.ui.denoiseButton.isEnabled()
+            widget.ui.cancelButton.click()
+
+    widget.ui.progressBar.valueChanged.connect(press_cancel_after_first_batch)
+    widget.ui.denoiseButton.click()
+    assert batches == [1]  # the engine checked the flag before the second batch
+    assert "Cancelled" in widget.ui.statusLabel.text()
+    assert mrml_scene.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes_before
+    assert widget._parameterNode.outputVolume is None
+    assert widget.ui.denoiseButton.isEnabled() and not widget.ui.cancelButton.isEnabled()
+
+
+def test_compare_shows_one_linked_view_per_method_zoomed_on_the_roi_and_measures_it(widget, ct, mrml_scene,
+                                                                                    tmp_path):
+    node, _, _ = ct
+    widget.ui.denoiseButton.click()
+    denoised = widget._parameterNode.outputVolume
+    for item in widget.methodItems():
+        item.setCheckState(qt.Qt.Checked if item.text() in ("input", "tiny", "gaussian") else qt.Qt.Unchecked)
+    roi = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "roi")
+    roi.SetCenter(node.GetOrigin()[0] - 14.0, node.GetOrigin()[1] - 14.0, node.GetOrigin()[2])
+    roi.SetSize(6.0, 6.0, 1.0)
+    background = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "background")
+    background.SetCenter(node.GetOrigin()[0] - 4.0, node.GetOrigin()[1] - 4.0, node.GetOrigin()[2])
+    background.SetSize(4.0, 4.0, 1.0)
+    widget._parameterNode.roi, widget._parameterNode.backgroundRoi = roi, background
+    widget.ui.compareButton.click()
+
+    slice_nodes = widget.logic.compareSliceNodes
+    assert [s.GetLayoutLabel() for s in slice_nodes] == ["input", "tiny", "gaussian"]
+    shown = [slicer.vtkMRMLSliceLogic.GetSliceCompositeNode(s).GetBackgroundVolumeID() for s in slice_nodes]
+    assert shown[:2] == [node.GetID(), denoised.GetID()]  # the model's output was reused, not recomputed
+    assert mrml_scene.scene.GetNodeByID(shown[2]).GetAttribute(module.LDCTDenoiseLogic.METHOD_ATTRIBUTE) == "gaussian"
+    centre = [slice_nodes[1].GetSliceToRAS().GetElement(row, 3) for row in range(3)]
+    assert centre == pytest.approx(list(roi.GetCenter()))
+    roi.SetCenter(np.array(roi.GetCenter()) + np.array([3.0, 2.0, 0.0]))  # PointModifiedEvent -> views follow
+    for slice_node in slice_nodes:
+        assert [slice_node.GetSliceToRAS().GetElement(row, 3) for row in range(3)] == pytest.approx(
+            list(roi.GetCenter()))
+
+    table = widget.ui.metricsTable
+    assert [table.verticalHeaderItem(r).text() for r in range(table.rowCount())] == ["input", "tiny", "gaussian"]
+    columns = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert {"roi_mean_hu", "roi_sd_hu", "cnr"} <= set(columns) and "psnr_display" not in columns
+    assert widget.ui.copyMetricsButton.isEnabled() and widget.ui.saveMetricsButton.isEnabled()
+    widget.ui.copyMetricsButton.click()
+    copied = qt.QApplication.clipboard().text()
+    assert copied == widget.metricsText() and copied.splitlines()[0].split("\t") == ["method", *columns]
+    saved = widget.logic.saveMetrics(widget._metrics, str(tmp_path / "numbers.csv"))
+    with open(saved, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["method", *columns] and [row[0] for row in rows[1:]] == ["input", "tiny", "gaussian"]
+
+
+def test_compare_with_a_reference_adds_full_reference_metrics(widget, ct, mrml_scene):
+    node, series, _ = ct
+    reference = mrml.add_volume_from_array(series.hu + 3.0, node, "normal dose")
+    volumes = widget.logic.compare(node, ["input", "gaussian"], device="cpu")
+    metrics = widget.logic.comparisonMetrics(volumes, reference)
+    assert metrics["input"]["rmse"] == pytest.approx(3.0) and metrics["gaussian"]["rmse"] > 0.0
+    assert "roi_mean_hu" not in metrics["input"]
+
+
+def test_export_writes_the_denoised_volume_as_a_derived_series_of_its_input(widget, ct, tmp_path):
+    node, series, lookup = ct
+    widget.ui.denoiseButton.click()
+    denoised = widget._parameterNode.exportVolume
+    files = widget.logic.exportDicom(denoised, tmp_path / "export", lookup.get)
+    written = read_series(files)
+    np.testing.assert_array_equal(written.hu, np.clip(np.rint(mrml.array_from_volume(denoised)), -1024, 3071))
+    assert written.origin == series.origin and written.spacing == series.spacing
+    header = pydicom.dcmread(files[0])
+    assert header.SeriesDescription.endswith("[LDCTDenoise tiny]") and "'tiny'" in header.DerivationDescription
+    assert header.StudyInstanceUID == pydicom.dcmread(series.source_files[0]).StudyInstanceUID
+    with pytest.raises(module.LDCTDenoiseError, match="not made by Denoise"):
+        widget.logic.exportDicom(node, tmp_path / "export", lookup.get)
+
+
+def test_dependencies_are_ensured_from_the_requirements_file_on_first_use(widget, ct):
+    SHIMS.packaging.ensured.clear()
+    widget.ensureDependencies()
+    (requirements, requester), = SHIMS.packaging.ensured
+    assert requester == "LDCTDenoise" and any(r.startswith("scikit-image") for r in requirements)
+
+
+def test_panel_screenshot_renders_from_the_real_ui(tmp_path):
+    from slicer_shims.screenshot import render_panel
+
+    image = qt.QImage(str(render_panel(tmp_path / "panel.png", size=(420, 900))))
+    assert (image.width(), image.height()) == (420, 900)
