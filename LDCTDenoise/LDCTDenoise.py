@@ -466,20 +466,9 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     @staticmethod
     def modelDescription(entry) -> str:
         """A model card in a few lines: what it is, where it comes from and how well it did on validation."""
-        card = entry.card
-        lines = [f"{entry.name} ({entry.origin})", card.get("description", "")]
-        domains = card.get("training", {}).get("domains")
-        if domains:
-            lines.append(_("Trained on: {domains}").format(domains=", ".join(map(str, domains))))
-        validation = card.get("validation", {})
-        if "model" in validation and "low_dose_input" in validation:
-            model, lowDose = validation["model"], validation["low_dose_input"]
-            lines.append(_("Validation (W/L 400/40): PSNR {low:.2f} -> {model:.2f} dB, SSIM {lowSsim:.4f} -> "
-                           "{modelSsim:.4f}").format(low=lowDose["psnr_display"]["mean"],
-                                                     model=model["psnr_display"]["mean"],
-                                                     lowSsim=lowDose["ssim_display"]["mean"],
-                                                     modelSsim=model["ssim_display"]["mean"]))
-        return "\n".join(line for line in lines if line)
+        from LDCTDenoiseLib.model_registry import card_summary
+
+        return "\n".join(card_summary(entry))
 
     @staticmethod
     def compareMethodNames() -> list[str]:

@@ -23,7 +23,7 @@ from .dicom_writer import write_derived_series
 from .errors import LDCTDenoiseError, SeriesSelectionError
 from .methods import INPUT, ModelDenoiser, available_methods
 from .metrics import Roi
-from .model_registry import DEFAULT_MODEL, ModelRegistry
+from .model_registry import DEFAULT_MODEL, ModelRegistry, card_summary
 from .simulator import KERNELS, MODES, ScanProtocol, simulate_low_dose_volume
 
 EXIT_INPUT_ERROR = 2
@@ -165,14 +165,10 @@ def command_models(args: argparse.Namespace, bars: ProgressBars) -> int:
         print("No models found (shipped models live in LDCTDenoise/Resources/Models).")
     for entry in entries:
         default = " (default)" if entry.name == DEFAULT_MODEL else ""
-        print(f"{entry.name}{default}  [{entry.origin}]  {entry.card_path}")
-        print(f"  {entry.card.get('description', '')}")
-        validation = entry.card.get("validation", {})
-        if "model" in validation and "low_dose_input" in validation:
-            model, low = validation["model"], validation["low_dose_input"]
-            print(f"  validation on {', '.join(validation.get('patients', []))}: PSNR (W/L 400/40) "
-                  f"{low['psnr_display']['mean']:.2f} -> {model['psnr_display']['mean']:.2f} dB, SSIM "
-                  f"{low['ssim_display']['mean']:.4f} -> {model['ssim_display']['mean']:.4f}")
+        first, *rest = card_summary(entry)
+        print(f"{first}{default}  {entry.card_path}")
+        for line in rest:
+            print(f"  {line}")
     return 0
 
 

@@ -120,6 +120,22 @@ class ModelRegistry:
         return load_weights(entry.card_path, device), entry.card
 
 
+def card_summary(entry: ModelEntry) -> list[str]:
+    """A card in a few lines for people (the CLI's list, the Slicer tooltip): what, from where, how good."""
+    card = entry.card
+    lines = [f"{entry.name} ({entry.origin})", card.get("description", "")]
+    domains = card.get("training", {}).get("domains")
+    if domains:
+        lines.append("Trained on: " + "; ".join(map(str, domains)))
+    validation = card.get("validation", {})
+    if "model" in validation and "low_dose_input" in validation:
+        model, low = validation["model"], validation["low_dose_input"]
+        lines.append(f"Validation on {', '.join(validation.get('patients', [])) or '?'} (W/L 400/40): PSNR "
+                     f"{low['psnr_display']['mean']:.2f} -> {model['psnr_display']['mean']:.2f} dB, SSIM "
+                     f"{low['ssim_display']['mean']:.4f} -> {model['ssim_display']['mean']:.4f}")
+    return [line for line in lines if line]
+
+
 def load_weights(card_path: Path, device: Optional[torch.device] = None) -> CPCE2D:
     """Load the weights a card describes after checking file, checksum, architecture and normalisation."""
     card = read_card(Path(card_path))

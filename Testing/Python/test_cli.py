@@ -147,7 +147,7 @@ def test_models_lists_profiles_and_cards_as_json(profile, capsys):
     assert cards[profile]["origin"] == "profile" and cards[profile]["architecture"]["parameters"] == 62016
     assert DEFAULT_MODEL in cards and cards[DEFAULT_MODEL]["origin"] == "shipped"
     assert main(["models"]) == 0
-    assert f"{DEFAULT_MODEL} (default)" in capsys.readouterr().out
+    assert f"{DEFAULT_MODEL} (shipped) (default)" in capsys.readouterr().out
 
 
 def test_simulate_adds_noise_that_grows_as_the_dose_falls(tmp_path):

@@ -49,7 +49,7 @@ def render_panel(out_path: Path, size: tuple[int, int] = (420, 900)) -> Path:
         widget.setup()
         widget._parameterNode.device = module.Device.CPU
         roi = scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "Liver ROI")
-        roi.SetCenter(-60.0, 30.0, 0.0)
+        roi.SetCenter(95.0, 15.0, 0.0)  # RAS: the liver lies on the patient's right (phantom.ROI_TABLE_MM "liver")
         roi.SetSize(40.0, 40.0, 3.0)
         widget._parameterNode.roi = roi
         for item in widget.methodItems():

@@ -1,0 +1,210 @@
+"""Inference speed and memory on this machine, measured against the machine's own matrix-multiply limit.
+
+    .venv/bin/python Testing/benchmark.py [--json runs/benchmark.json] [--series-slices 300] [--device cpu]
+
+Prints a table and writes it as JSON. These are measurements, never assertions: the test suite does not time
+anything. Every faster path is also compared with the plain fp32 reference in HU over the body, since a speed-up
+that changes the image is not one.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from LDCTDenoiseLib.cpce import CPCE2D
+from LDCTDenoiseLib.inference import denoise_volume, select_device
+from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, ModelRegistry
+from LDCTDenoiseLib.normalization import hu_to_model, model_to_hu
+from LDCTDenoiseLib.phantom import make_abdomen_phantom
+from LDCTDenoiseLib.simulator import ScanProtocol, simulate_low_dose_volume
+
+SLICE = 512
+BODY_HU = -500.0
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(dtype: torch.dtype, device: torch.device, size: int = 2048, seconds: float = 2.0) -> float:
+    """Sustained GFLOP/s of a square matrix multiply: the practical limit the network's convolutions work against."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    torch.matmul(a, b)
+    synchronize(device)
+    runs, tic = 0, time.perf_counter()
+    while time.perf_counter() - tic < seconds:
+        torch.matmul(a, b)
+        runs += 1
+    synchronize(device)
+    return 2.0 * size ** 3 * runs / (time.perf_counter() - tic) / 1e9
+
+
+def macs_per_slice(size: int = SLICE) -> int:
+    """Multiply-adds of one size x size slice, counted layer by layer (valid borders included)."""
+    model, total = CPCE2D(), 0
+
+    def count(layer, inputs, output) -> None:
+        nonlocal total
+        weight = layer.weight
+        if isinstance(layer, torch.nn.ConvTranspose2d):  # every input pixel scatters into Cout x k x k outputs
+            total += inputs[0][0].numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
+        else:
+            total += output[0].numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
+
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            layer.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros(1, 1, size, size))
+    return total
+
+
+def test_volume(n_slices: int) -> np.ndarray:
+    """Realistic low-dose slices: the phantom with 60 HU of noise (the network's cost does not depend on content)."""
+    phantom, _ = make_abdomen_phantom(min(n_slices, 8))
+    tiled = np.resize(phantom, (n_slices, SLICE, SLICE))
+    return (tiled + np.random.default_rng(0).normal(0, 60, tiled.shape)).astype(np.float32)
+
+
+def seconds_per_slice(run: Callable[[np.ndarray], np.ndarray], volume: np.ndarray, device: torch.device,
+                      repeats: int = 2) -> tuple[float, np.ndarray]:
+    """Best of ``repeats`` timed runs after one warm-up, per slice; and the output."""
+    output = run(volume)
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        tic = time.perf_counter()
+        output = run(volume)
+        synchronize(device)
+        best = min(best, (time.perf_counter() - tic) / len(volume))
+    return best, output
+
+
+def naive(model: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """The obvious loop: eager fp32, default memory format, one slice at a time."""
+    def run(volume: np.ndarray) -> np.ndarray:
+        out = np.empty_like(volume)
+        with torch.no_grad():
+            for index, slice_hu in enumerate(volume):
+                x = torch.from_numpy(hu_to_model(slice_hu))[None, None].to(device)
+                out[index] = model_to_hu(model(x)[0, 0].float().cpu().numpy())
+        return out
+    return run
+
+
+def hu_error(output: np.ndarray, reference: np.ndarray, body: np.ndarray) -> dict:
+    difference = (output - reference)[body]
+    return {"rms_hu": float(np.sqrt(np.mean(difference ** 2))), "max_hu": float(np.abs(difference).max())}
+
+
+def series_end_to_end(n_slices: int, device: str) -> dict:
+    """Write an n-slice 512² DICOM series, then time ``ldct-denoise denoise`` on it in a fresh process with its peak
+    resident memory: what a user waits for and what the machine must hold."""
+    from LDCTDenoiseLib.dicom_writer import write_derived_series
+    from LDCTDenoiseLib.synthetic_series import synthetic_ct_volume
+
+    with tempfile.TemporaryDirectory() as work:
+        volume = synthetic_ct_volume(test_volume(n_slices), (3.0, 0.7, 0.7), series_description="benchmark")
+        write_derived_series(volume, volume.hu, Path(work) / "in", derivation_description="benchmark input",
+                             series_description_suffix="")
+        command = [sys.executable, "-m", "LDCTDenoiseLib.cli", "denoise", str(Path(work) / "in"),
+                   str(Path(work) / "out"), "--device", device, "--quiet"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        tic = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - tic
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    series_mib = n_slices * SLICE * SLICE * 2 / 2 ** 20  # int16 on disk and in a viewer
+    return {"slices": n_slices, "seconds": seconds,
+            "peak_rss_mib": peak_kib / 1024 if peak_kib > before else float("nan"),
+            "series_mib_int16": series_mib, "series_mib_float32": 2 * series_mib}
+
+
+def simulator_seconds_per_slice(n_slices: int = 3) -> float:
+    phantom, _ = make_abdomen_phantom(n_slices)
+    simulate_low_dose_volume(phantom[:1], 0.7, ScanProtocol())  # compiles the numba kernels once
+    tic = time.perf_counter()
+    simulate_low_dose_volume(phantom, 0.7, ScanProtocol())
+    return (time.perf_counter() - tic) / n_slices
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, default=Path("runs/benchmark.json"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--slices", type=int, default=16, help="slices per timed inference run")
+    parser.add_argument("--series-slices", type=int, default=300, help="slices of the end-to-end series run")
+    parser.add_argument("--batch-sizes", default="1,2,4,8")
+    args = parser.parse_args(argv)
+
+    device = select_device(args.device)
+    model, _ = ModelRegistry().load(DEFAULT_MODEL, device)
+    volume = test_volume(args.slices)
+    body = volume > BODY_HU
+    macs = macs_per_slice()
+    report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
+                          "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                          platform.processor()},
+              "cpce_macs_per_slice": macs, "cpce_gflop_per_slice": 2 * macs / 1e9}
+    limits = {"fp32": matmul_rate(torch.float32, device),
+              "bf16": matmul_rate(torch.bfloat16, device)}
+    if device.type == "cuda":
+        limits["fp16"] = matmul_rate(torch.float16, device)
+    report["matmul_gflops"] = limits
+    best_limit = max(limits.values())
+
+    rows = []
+    reference_seconds, reference = seconds_per_slice(naive(model, device), volume, device)
+    rows.append({"path": "naive (eager fp32, NCHW, 1 slice at a time)", "seconds_per_slice": reference_seconds,
+                 "rms_hu": 0.0, "max_hu": 0.0})
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        seconds, output = seconds_per_slice(
+            lambda v, b=batch: denoise_volume(model, v, device=device, batch_size=b), volume, device)
+        rows.append({"path": f"engine denoise_volume, batch {batch}", "seconds_per_slice": seconds,
+                     **hu_error(output, reference, body)})
+    for row in rows:
+        row["slices_per_second"] = 1.0 / row["seconds_per_slice"]
+        row["gflops"] = 2 * macs / 1e9 / row["seconds_per_slice"]
+        row["fraction_of_fp32_limit"] = row["gflops"] / limits["fp32"]
+        row["fraction_of_best_limit"] = row["gflops"] / best_limit
+        row["speedup_over_naive"] = reference_seconds / row["seconds_per_slice"]
+    report["inference"] = rows
+    report["series_end_to_end"] = series_end_to_end(args.series_slices, str(device))
+    report["simulator_seconds_per_slice"] = simulator_seconds_per_slice()
+    report["adaptation"] = "not measured: the engine has no adaptation yet (issue 3)"
+
+    print(f"{report['machine']['device_name']} ({device}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"CPCE-2D: {macs / 1e9:.2f} GMAC = {2 * macs / 1e9:.1f} GFLOP per 512² slice")
+    print("matmul limit: " + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in limits.items()))
+    print(f"{'path':48s} {'s/slice':>8s} {'slices/s':>9s} {'GFLOP/s':>8s} {'% fp32':>7s} {'x naive':>8s} "
+          f"{'RMS HU':>7s} {'max HU':>7s}")
+    for row in rows:
+        print(f"{row['path']:48s} {row['seconds_per_slice']:8.3f} {row['slices_per_second']:9.2f} "
+              f"{row['gflops']:8.1f} {100 * row['fraction_of_fp32_limit']:6.1f}% {row['speedup_over_naive']:8.2f} "
+              f"{row['rms_hu']:7.3f} {row['max_hu']:7.2f}")
+    series = report["series_end_to_end"]
+    print(f"{series['slices']}-slice 512² series end to end (read + denoise + write, new process): "
+          f"{series['seconds']:.1f} s, peak RSS {series['peak_rss_mib']:.0f} MiB "
+          f"(series {series['series_mib_float32']:.0f} MiB as float32)")
+    print(f"simulator: {report['simulator_seconds_per_slice']:.2f} s per 512² slice (720 views)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
