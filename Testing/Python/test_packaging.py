@@ -30,7 +30,7 @@ def configure(source: Path, build: Path) -> subprocess.CompletedProcess:
 def shipped_files(module_dir: Path) -> set[str]:
     """What the module folder ships: the module script, the engine package and every resource."""
     files = {"LDCTDenoise.py"}
-    files |= {f"LDCTDenoiseLib/{p.name}" for p in (module_dir / "LDCTDenoiseLib").glob("*.py")}
+    files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / "LDCTDenoiseLib").rglob("*.py")}
     files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / "Resources").rglob("*") if p.is_file()}
     return files
 
