@@ -7,6 +7,8 @@ with 130 and leaves nothing half-written.
 
 import argparse
 import json
+import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from .simulator import KERNELS, MODES, ScanProtocol, simulate_low_dose_volume
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 POSITION_TOLERANCE_MM = 0.01
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ProgressBars:
@@ -204,6 +207,39 @@ def command_demo(args: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
+    from .adaptation import AdaptationConfig, adapt, phantom_source_bank
+    from .figure import loss_curve_figure
+    from .model_registry import save_model, user_profiles_dir
+
+    registry = ModelRegistry()
+    if not PROFILE_NAME.fullmatch(args.name):
+        raise LDCTDenoiseError(f"Profile name '{args.name}' must be 1-64 letters, digits, '.', '_' or '-', "
+                               "starting with a letter or digit.")
+    if args.name in registry.names():
+        raise LDCTDenoiseError(f"A model named '{args.name}' already exists ({registry.entry(args.name).card_path}); "
+                               f"choose another name.")
+    config = AdaptationConfig(name=args.name, base_model=args.base_model, steps=args.steps,
+                              learning_rate=args.learning_rate, adversarial_weight=args.adversarial_weight,
+                              anchor_weight=args.anchor_weight, mask=args.mask,
+                              perceptual_weights=str(args.vgg19_weights) if args.vgg19_weights else None,
+                              seed=args.seed, device=args.device,
+                              command="ldct-denoise " + " ".join(shlex.quote(a) for a in args.argv))
+    model, _ = registry.load(args.base_model)
+    volumes = [_read(args, bars, folder, None, f"target {index + 1}") for index, folder in enumerate(args.targets)]
+    source = phantom_source_bank(progress=bars("simulate source pairs (once, then cached)"))
+    result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt"))
+    bars.close()
+    folder = user_profiles_dir()
+    card_path = save_model(result.model, result.card, folder)
+    curve = loss_curve_figure(result.history, folder / f"{args.name}.loss.png",
+                              title=f"{args.name}: adaptation of {args.base_model}")
+    print(f"Adapted {args.base_model} to {len(volumes)} series in {result.card['training']['wall_time_s']:.0f} s; "
+          f"saved profile '{args.name}' ({card_path}) and its loss curve ({curve}).")
+    print(f"Use it with: ldct-denoise denoise IN OUT --model {args.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldct-denoise", description=__doc__.split("\n\n")[0],
                                      epilog="Research software, not for clinical use.")
@@ -262,6 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--series", help="SeriesInstanceUID, when the input holds several series")
 
+    adapt = add("adapt", command_adapt, "Adapt a model to a new scanner's unlabeled low-dose series and save it as "
+                                        "a profile that denoise, compare and the Slicer module can use.")
+    adapt.add_argument("targets", type=Path, nargs="+", metavar="TARGET_DIR", help="unlabeled low-dose series")
+    adapt.add_argument("--name", required=True, help="name of the new profile")
+    adapt.add_argument("--from", dest="base_model", default=DEFAULT_MODEL, help="model to start from "
+                                                                                 "(default %(default)s)")
+    adapt.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default %(default)s)")
+    adapt.add_argument("--learning-rate", type=float, default=5e-5, help="denoiser learning rate")
+    adapt.add_argument("--adversarial-weight", type=float, default=0.05, help="weight of the alignment term")
+    adapt.add_argument("--anchor-weight", type=float, default=0.1, help="pull towards the starting model")
+    adapt.add_argument("--mask", choices=("adaptive", "bernoulli", "fixed", "none"), default="adaptive",
+                       help="frequency mask before the discriminator (default %(default)s)")
+    adapt.add_argument("--vgg19-weights", type=Path, help="local ImageNet VGG-19 weights (torchvision layout) for "
+                                                          "the perceptual loss; off without them")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+
     demo = add("demo", command_demo, "With no data at all: simulate a low-dose series of a digital phantom, denoise "
                                      "it with a shipped model, and write the series, the figure and the metrics.")
     demo.add_argument("--out", type=Path, default=Path("ldct-demo"), help="new folder (default %(default)s)")
@@ -275,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     bars = ProgressBars(args.quiet)
     try:
         return args.handler(args, bars)

@@ -164,3 +164,33 @@ def write_metrics(metrics: Mapping[str, Mapping[str, float]], out_stem: Union[st
     json_text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     json_path = _write_atomically(stem.with_name(stem.name + ".json"), json_text.encode("utf-8"))
     return csv_path, json_path
+
+
+def loss_curve_figure(history: list[Mapping[str, float]], out_png: Union[str, Path], title: str = "") -> Path:
+    """Each positive loss term of a training or adaptation run against its step, on a log scale, as a PNG.
+
+    A smoothed line (moving average over about 5 % of the run) sits on the raw values, which are noisy per batch.
+    """
+    if not history:
+        raise LDCTDenoiseError("There is no loss history to plot.")
+    figure = Figure(figsize=(7.0, 3.6), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot(1, 1, 1)
+    steps = np.arange(1, len(history) + 1)
+    window = max(1, len(history) // 20)
+    for key in history[0]:
+        values = np.array([float(row.get(key, np.nan)) for row in history])
+        if key == "step" or not np.all(np.isfinite(values)) or not np.all(values > 0):
+            continue
+        line, = axis.plot(steps, values, lw=0.5, alpha=0.35)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        axis.plot(steps[window - 1:], smooth, lw=1.4, color=line.get_color(), label=key)
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.legend(fontsize=8, ncol=3)
+    if title:
+        axis.set_title(title, fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", facecolor="white")
+    return _write_atomically(Path(out_png), buffer.getvalue())

@@ -236,3 +236,28 @@ def test_the_shipped_model_beats_the_low_dose_input_on_a_held_out_mayo_patient(s
     metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
     for key in ("psnr_display", "ssim_display", "psnr_full"):
         assert metrics[DEFAULT_MODEL][key] > metrics["input"][key]
+
+
+@pytest.mark.parametrize("name, message", [("tiny", "already exists"), (".hidden", "must be 1-64 letters"),
+                                           ("a/b", "must be 1-64 letters")])
+def test_adapt_refuses_a_taken_or_unsafe_profile_name(profile, series, capsys, name, message):
+    assert main(["adapt", str(series), "--name", name, "--from", profile, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_adapt_saves_a_profile_that_denoise_then_uses(profile, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    target = tmp_path / "target"
+    write_ct_series(target, phantom_hu(n_slices=3, size=72), pixel_spacing=(0.7, 0.7))
+    before = snapshot(target)
+    assert main(["adapt", str(target), "--name", "scanner-x", "--from", profile, "--steps", "3", "--device", "cpu",
+                 "--quiet"]) == 0
+    assert snapshot(target) == before
+    profiles = tmp_path / "profiles"
+    assert sorted(p.name for p in profiles.iterdir()) == ["scanner-x.json", "scanner-x.loss.png", "scanner-x.pt",
+                                                          "tiny.json", "tiny.pt"]
+    card = json.loads((profiles / "scanner-x.json").read_text())
+    assert card["training"]["base_model"] == profile and "adapt" in card["command"]
+    assert "Use it with" in capsys.readouterr().out
+    assert main(["denoise", str(target), str(tmp_path / "out"), "--model", "scanner-x", "--quiet"]) == 0
