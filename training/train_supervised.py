@@ -68,6 +68,7 @@ def evaluate(model: CPCE2D, volumes: list[PairedVolume]) -> dict:
 
 def train(config: dict, config_path: Path, command: str) -> Path:
     torch.set_num_threads(config.get("threads", 2))
+    commit = git_commit()  # the code this run starts from; the tree may change while it trains
     run_dir = REPO_ROOT / config["output_dir"]
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
@@ -126,7 +127,7 @@ def train(config: dict, config_path: Path, command: str) -> Path:
             "code": "training/train_supervised.py",
             "config": str(config_path.relative_to(REPO_ROOT)) if config_path.is_relative_to(REPO_ROOT) else str(
                 config_path),
-            "git_commit": git_commit(),
+            "git_commit": commit,
             "data": "AAPM/Mayo Clinic 2016 Low-Dose CT Grand Challenge (TCIA LDCT-and-Projection-data, "
                     "doi:10.7937/9NPB-2637), quarter-dose / full-dose pairs",
             "domains": [config["domain"]],
