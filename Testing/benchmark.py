@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from LDCTDenoiseLib.cpce import CPCE2D
-from LDCTDenoiseLib.inference import denoise_volume, select_device
+from LDCTDenoiseLib.inference import denoise_volume, forward_tiled, select_device
 from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, ModelRegistry
 from LDCTDenoiseLib.normalization import hu_to_model, model_to_hu
 from LDCTDenoiseLib.phantom import make_abdomen_phantom
@@ -106,10 +106,9 @@ def naive(model: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray]
 
 def variant(model: torch.nn.Module, device: torch.device, batch: int, *, channels_last: bool = False,
             bf16: bool = False, compiled: bool = False, tile: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """A candidate fast path, timed against the engine's and the naive one before anything is adopted.
+    """A candidate path, timed against the engine's and the naive one: the record of what was tried.
 
-    ``tile``: slices cut into tile x tile pieces with a halo of HALO px of real neighbouring pixels (the network's
-    receptive field reaches 8 px), so each piece's activations stay in cache and the stitched result is exact.
+    ``tile``: the engine's CPU tiling (``inference.forward_tiled``) with another tile size; 0 = whole slices.
     """
     net = model.to(device).eval()
     if channels_last:
@@ -126,45 +125,12 @@ def variant(model: torch.nn.Module, device: torch.device, batch: int, *, channel
     def run(volume: np.ndarray) -> np.ndarray:
         out = np.empty_like(volume)
         with torch.inference_mode():
-            for start in range(0, len(volume), batch if not tile else 1):
-                chunk = torch.from_numpy(hu_to_model(volume[start:start + (batch if not tile else 1)]))[:, None]
-                chunk = chunk.to(device)
-                if tile:
-                    result = tiled(forward, chunk, tile, batch)
-                else:
-                    result = forward(chunk)
+            for start in range(0, len(volume), batch):
+                chunk = torch.from_numpy(hu_to_model(volume[start:start + batch]))[:, None].to(device)
+                result = forward_tiled(forward, chunk, tile) if tile else forward(chunk)
                 out[start:start + len(chunk)] = model_to_hu(result[:, 0].cpu().numpy())
         return out
     return run
-
-
-HALO = 8
-
-
-def tiled(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, batch: int) -> torch.Tensor:
-    """Run ``forward`` on overlapping windows of one slice (1, 1, H, W) and stitch their centres.
-
-    Every window is (tile + 2 HALO)² and lies inside the slice (shifted inwards at the borders), so windows batch
-    together and each kept pixel sees the same neighbourhood as in the whole slice.
-    """
-    _, _, height, width = x.shape
-    size = tile + 2 * HALO
-    if height < size or width < size:
-        return forward(x)
-    boxes = []
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            y0 = min(max(top - HALO, 0), height - size)
-            x0 = min(max(left - HALO, 0), width - size)
-            boxes.append((top, left, y0, x0))
-    out = torch.empty_like(x)
-    for first in range(0, len(boxes), batch):
-        group = boxes[first:first + batch]
-        results = forward(torch.stack([x[0, :, y0:y0 + size, x0:x0 + size] for _, _, y0, x0 in group]))
-        for (top, left, y0, x0), result in zip(group, results):
-            h, w = min(tile, height - top), min(tile, width - left)
-            out[0, :, top:top + h, left:left + w] = result[:, top - y0:top - y0 + h, left - x0:left - x0 + w]
-    return out
 
 
 def hu_error(output: np.ndarray, reference: np.ndarray, body: np.ndarray) -> dict:
@@ -240,13 +206,15 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"path": f"engine denoise_volume, batch {batch}", "seconds_per_slice": seconds,
                      **hu_error(output, reference, body)})
     candidates = {
-        "channels_last, batch 4": dict(batch=4, channels_last=True),
-        "bf16 autocast, batch 4": dict(batch=4, bf16=True),
-        "channels_last + bf16, batch 4": dict(batch=4, channels_last=True, bf16=True),
-        "tiles 128 (+8 halo), 4 per batch": dict(batch=4, tile=128),
-        "tiles 128 (+8 halo), channels_last": dict(batch=4, tile=128, channels_last=True),
-        "tiles 64 (+8 halo), 16 per batch": dict(batch=16, tile=64),
-        "torch.compile, batch 4": dict(batch=4, compiled=True),
+        "whole slices fp32, batch 1": dict(batch=1),
+        "whole slices fp32, batch 4": dict(batch=4),
+        "whole slices, channels_last, batch 4": dict(batch=4, channels_last=True),
+        "whole slices, bf16 autocast, batch 4": dict(batch=4, bf16=True),
+        "whole slices, channels_last + bf16, batch 4": dict(batch=4, channels_last=True, bf16=True),
+        "whole slices, torch.compile, batch 4": dict(batch=4, compiled=True),
+        "tiles 128 (+8 px halo), channels_last": dict(batch=4, tile=128, channels_last=True),
+        "tiles 64 (+8 px halo)": dict(batch=4, tile=64),
+        "tiles 256 (+8 px halo)": dict(batch=4, tile=256),
     }
     for name, options in candidates.items():
         if args.skip and any(word in name for word in args.skip.split(",")):

@@ -1,8 +1,15 @@
 """Batched per-slice inference: HU volume (z, y, x) in, denoised HU volume out.
 
 Memory is bounded by the batch, not the volume: slices go to the device a batch at a time and come back into a
-preallocated output. CUDA runs under fp16 autocast (the network's activations are bounded and fp16 keeps
-~0.5 HU resolution on the normalised range, unlike bf16's ~4 HU); the CPU path is fp32 and deterministic.
+preallocated output. The paths are the fastest measured by ``Testing/benchmark.py`` among those that keep the fp32
+result (see the README's performance section):
+
+- CPU: each slice is cut into 128² tiles with 8 px of real neighbouring pixels around them. The network's receptive
+  field reaches 8 px, so the stitched result equals the whole-slice one exactly, while each tile's feature maps
+  stay in cache: 1.9x faster than whole 512² slices on 2 cores (95 % of the machine's fp32 matrix-multiply rate).
+  bf16 is refused: 9x slower without native bf16 hardware and 36 HU off at worst.
+- CUDA: whole slices in channels_last fp32 (cuDNN may use TF32): 1.5x faster than fp16 autocast on an H100, and
+  closer to the CPU result.
 """
 
 from typing import Optional
@@ -13,6 +20,10 @@ import torch
 from .errors import LDCTDenoiseError
 from .normalization import HU_MIN, hu_to_model, model_to_hu
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
+
+TILE = 128
+HALO = 8  # receptive-field radius of CPCE-2D: 4 valid 3x3 convolutions then 4 transposed ones
+TILES_PER_CALL = 4
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -27,9 +38,32 @@ def select_device(device: str = "auto") -> torch.device:
         raise LDCTDenoiseError(f"Unknown device '{device}'; use 'auto', 'cpu' or 'cuda'.") from None
 
 
+def forward_tiled(model: torch.nn.Module, x: torch.Tensor, tile: int = TILE) -> torch.Tensor:
+    """``model(x)`` for slices (n, 1, H, W), computed on overlapping (tile + 2 HALO)² windows and stitched.
+
+    Every window lies inside its slice (shifted inwards at the borders), so windows of all slices batch together and
+    each kept pixel sees exactly the neighbourhood it has in the whole slice.
+    """
+    n_slices, _, height, width = x.shape
+    size = tile + 2 * HALO
+    if height < size or width < size:
+        return model(x)
+    boxes = [(index, top, left, min(max(top - HALO, 0), height - size), min(max(left - HALO, 0), width - size))
+             for index in range(n_slices) for top in range(0, height, tile) for left in range(0, width, tile)]
+    out = torch.empty_like(x)
+    for first in range(0, len(boxes), TILES_PER_CALL):
+        group = boxes[first:first + TILES_PER_CALL]
+        windows = torch.stack([x[index, :, y0:y0 + size, x0:x0 + size] for index, _, _, y0, x0 in group])
+        for (index, top, left, y0, x0), result in zip(group, model(windows)):
+            rows, columns = min(tile, height - top), min(tile, width - left)
+            out[index, :, top:top + rows, left:left + columns] = result[:, top - y0:top - y0 + rows,
+                                                                        left - x0:left - x0 + columns]
+    return out
+
+
 def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torch.device = "auto",
                    batch_size: int = 4, progress: Optional[ProgressCallback] = None,
-                   cancel: Optional[CancelCheck] = None, mixed_precision: bool = True) -> np.ndarray:
+                   cancel: Optional[CancelCheck] = None) -> np.ndarray:
     """Denoise every slice of ``hu`` (float HU, (z, y, x) or one (y, x) slice); the input is never modified.
 
     Pixels below -1024 HU (outside the scan's field of view) keep their input value: the network cannot represent
@@ -38,14 +72,14 @@ def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torc
     volume = np.asarray(hu)
     if volume.ndim == 2:
         return denoise_volume(model, volume[None], device=device, batch_size=batch_size, progress=progress,
-                              cancel=cancel, mixed_precision=mixed_precision)[0]
+                              cancel=cancel)[0]
     if volume.ndim != 3:
         raise LDCTDenoiseError(f"Expected a (z, y, x) volume or a (y, x) slice, got shape {volume.shape}.")
     if batch_size < 1:
         raise LDCTDenoiseError(f"Batch size must be at least 1, got {batch_size}.")
     target = device if isinstance(device, torch.device) else select_device(device)
-    model = model.to(target).eval()
-    use_amp = mixed_precision and target.type == "cuda"
+    on_gpu = target.type == "cuda"
+    model = model.to(target, memory_format=torch.channels_last if on_gpu else torch.contiguous_format).eval()
     output = np.empty(volume.shape, dtype=np.float32)
     n_slices = volume.shape[0]
     report(progress, 0, n_slices)
@@ -54,9 +88,11 @@ def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torc
             check_cancel(cancel)
             batch = np.asarray(volume[start:start + batch_size], dtype=np.float32)
             inputs = torch.from_numpy(hu_to_model(batch))[:, None].to(target)
-            with torch.autocast(device_type=target.type, dtype=torch.float16, enabled=use_amp):
-                predicted = model(inputs)
-            denoised = model_to_hu(predicted.float()[:, 0]).cpu().numpy()
+            if on_gpu:
+                predicted = model(inputs.contiguous(memory_format=torch.channels_last))
+            else:
+                predicted = forward_tiled(model, inputs)
+            denoised = model_to_hu(predicted[:, 0]).cpu().numpy()
             outside_fov = batch < HU_MIN
             denoised[outside_fov] = batch[outside_fov]
             output[start:start + len(batch)] = denoised
