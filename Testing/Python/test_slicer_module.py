@@ -28,7 +28,7 @@ from dicom_factory import phantom_hu, write_ct_series  # noqa: E402
 from LDCTDenoiseLib import mrml  # noqa: E402
 from LDCTDenoiseLib.cpce import CPCE2D  # noqa: E402
 from LDCTDenoiseLib.dicom_reader import read_series  # noqa: E402
-from LDCTDenoiseLib.model_registry import save_model  # noqa: E402
+from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, save_model  # noqa: E402
 from slicer_shims.parameter_node_wrapper import SUPPORTED_PAIRS, SlicerParameterNamePropertyName  # noqa: E402
 from slicer_shims.scene import load_dicom_series, new_scene  # noqa: E402
 
@@ -43,7 +43,7 @@ module = importlib.import_module("LDCTDenoise")
 
 @pytest.fixture
 def profile(tmp_path, monkeypatch):
-    """A real (untrained, seeded) CPCE saved as the user profile 'tiny' (the only model: none is shipped yet)."""
+    """A real (untrained, seeded) CPCE saved as the user profile 'tiny', beside the shipped model."""
     torch.manual_seed(0)
     save_model(CPCE2D(), {"name": "tiny", "description": "test profile", "training": {"domains": ["D45"]},
                           "losses": {"mse": 1.0}, "validation": {}, "command": "pytest"}, tmp_path / "profiles")
@@ -70,6 +70,8 @@ def ct(mrml_scene, tmp_path):
 def widget(profile, mrml_scene):
     panel = module.LDCTDenoiseWidget()
     panel.setup()
+    panel.ui.modelComboBox.setCurrentIndex(panel.ui.modelComboBox.findText(profile))  # the user picks the profile
+    panel.refreshMethods()
     panel._parameterNode.device = module.Device.CPU
     panel._parameterNode.exportDirectory = Path(mrml_scene.scene.GetRootDirectory() or ".").absolute()
     yield panel
@@ -157,11 +159,12 @@ def test_buttons_follow_the_inputs(widget, mrml_scene):
 
 def test_model_list_and_methods_come_from_the_registry_with_cards_as_tooltips(widget):
     ui = widget.ui
-    assert [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())] == ["tiny"]
-    tooltip = ui.modelComboBox.itemData(0, qt.Qt.ToolTipRole)
+    assert [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())] == [DEFAULT_MODEL, "tiny"]
+    shipped, tooltip = (ui.modelComboBox.itemData(i, qt.Qt.ToolTipRole) for i in range(2))
+    assert "(shipped)" in shipped and "Validation on L286" in shipped
     assert "test profile" in tooltip and "D45" in tooltip and "(profile)" in tooltip
     methods = [item.text() for item in widget.methodItems()]
-    assert methods[:2] == ["input", "tiny"] and {"gaussian", "tv", "nlm"} <= set(methods)
+    assert methods[:3] == ["input", DEFAULT_MODEL, "tiny"] and {"gaussian", "tv", "nlm"} <= set(methods)
     assert widget.checkedMethods() == ["input", "tiny"]
     assert widget._parameterNode.modelName == "tiny"
 
