@@ -26,19 +26,11 @@ from .methods import INPUT, ModelDenoiser, make_method
 from .model_registry import DEFAULT_MODEL, ModelRegistry
 from .phantom import make_abdomen_phantom, phantom_rois
 from .progress import CancelCheck, ProgressCallback, check_cancel
-from .simulator import ScanProtocol, simulate_low_dose_volume
+from .simulator import ScanProtocol, d45_like_protocol, simulate_low_dose_volume
 from .synthetic_series import synthetic_ct_volume
 
 PHANTOM_SIZE = 512
 PHANTOM_PIXEL_MM = 0.7
-# The scan is calibrated to the default model's domain, Mayo D45f (sharp kernel) quarter dose, so the demo shows the
-# model on the kind of noise it knows (a smooth kernel or another dose would show a domain shift instead). Measured on
-# the team's Mayo D45f pairs (L096, L143, L286), the added quarter-dose noise (QD - FD) has an SD of 47-74 HU in a
-# central 112-px square, about 72 HU for the whole QD noise, with a mean NPS frequency of 0.42-0.46 cycles/mm.
-# On this phantom ram-lak gives 0.40 cycles/mm (shepp-logan 0.36, hann 0.23), and 1.0e6 photons/ray/view at full
-# dose gives about 70 HU at 25 % dose in the same square.
-DEMO_KERNEL = "ram-lak"
-DEMO_FULL_DOSE_PHOTONS = 1.0e6
 DEMO_BASELINES = ("gaussian", "nlm")
 SERIES_FOLDERS = {"reference": "reference", "low_dose": "low-dose", "denoised": "denoised"}
 
@@ -68,12 +60,15 @@ def run_demo(out_dir: str | Path, *, model: str = DEFAULT_MODEL, n_slices: int =
     registry = registry or ModelRegistry()
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise LDCTDenoiseError(f"{out_dir}: exists and is not an empty folder; choose a new one, nothing is overwritten")
+        raise LDCTDenoiseError(f"{out_dir}: exists and is not an empty folder; choose a new one, nothing is "
+                               "overwritten")
     if not 1 <= n_slices <= 200:
         raise LDCTDenoiseError(f"The demo makes 1 to 200 slices, got {n_slices}.")
     method = ModelDenoiser(model, registry, device, batch_size)  # an unknown model fails here, before any work
     baseline_methods = {name: make_method(name, registry=registry) for name in baselines}
-    protocol = ScanProtocol(dose_fraction=dose_fraction, kernel=DEMO_KERNEL, full_dose_photons=DEMO_FULL_DOSE_PHOTONS)
+    # Noise calibrated to the default model's domain (Mayo D45f quarter dose), so the demo shows the model on the kind
+    # of noise it knows; a smooth kernel or another dose would show a domain shift instead.
+    protocol = d45_like_protocol(dose_fraction)
 
     def hook(stage: str) -> Optional[ProgressCallback]:
         return progress_for(stage) if progress_for else None
@@ -93,16 +88,16 @@ def run_demo(out_dir: str | Path, *, model: str = DEFAULT_MODEL, n_slices: int =
         made = {
             "reference": (reference, "Phantom full dose (noise-free recon)",
                           f"Digital abdomen phantom reconstructed by the LDCTDenoise {__version__} simulator without "
-                          f"added noise; {DEMO_KERNEL} kernel, {protocol.n_views} views"),
+                          f"added noise; {protocol.kernel} kernel, {protocol.n_views} views"),
             "low_dose": (low_dose, f"Phantom simulated {dose_text} dose",
                          f"Digital abdomen phantom scanned by the LDCTDenoise {__version__} fan-beam simulator at "
                          f"{dose_text} dose (Poisson + electronic noise in the projections, seed {seed}); "
-                         f"{DEMO_KERNEL} kernel, {protocol.n_views} views"),
+                         f"{protocol.kernel} kernel, {protocol.n_views} views"),
         }
         for number, (key, (hu, description, derivation)) in enumerate(made.items(), start=1):
             check_cancel(cancel)
             volume = synthetic_ct_volume(hu, spacing, series_description=description, study_uid=study_uid,
-                                         frame_of_reference_uid=frame_uid, kernel=DEMO_KERNEL)
+                                         frame_of_reference_uid=frame_uid, kernel=protocol.kernel)
             write_derived_series(volume, hu, staging / SERIES_FOLDERS[key], derivation_description=derivation,
                                  series_description_suffix="", series_number=number,
                                  progress=hook(f"write {SERIES_FOLDERS[key]}"), cancel=cancel)

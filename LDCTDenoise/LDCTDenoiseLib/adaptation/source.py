@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__
 from ..errors import LDCTDenoiseError
 from ..progress import CancelCheck, ProgressCallback
-from ..simulator import ScanProtocol, simulate_low_dose_volume
+from ..simulator import ScanProtocol, d45_like_protocol, simulate_low_dose_volume
 
 BANK_FORMAT = 1
 
@@ -64,14 +64,6 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ldct-denoise"
 
 
-def demo_protocol(dose_fraction: float = 0.25) -> ScanProtocol:
-    """The simulator protocol calibrated to the shipped model's domain (the demo's, defined in ``demo.py``)."""
-    from ..demo import DEMO_FULL_DOSE_PHOTONS, DEMO_KERNEL  # demo pulls in DICOM writing and plots: import late
-
-    return ScanProtocol(dose_fraction=dose_fraction, kernel=DEMO_KERNEL, full_dose_photons=DEMO_FULL_DOSE_PHOTONS,
-                        mode="regen")
-
-
 def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -89,12 +81,12 @@ def phantom_source_bank(n_slices: int = 8, size: int = 512, pixel_mm: float = 0.
                         cancel: Optional[CancelCheck] = None) -> SourcePairs:
     """Simulated (low-dose, noise-free reference) phantom slices, from the cache when they were made before.
 
-    ``protocol`` defaults to :func:`demo_protocol`. ``progress`` reports the simulation, slice by slice, and is not
-    called on a cache hit.
+    ``protocol`` defaults to :func:`simulator.d45_like_protocol`. ``progress`` reports the simulation, slice by
+    slice, and is not called on a cache hit.
     """
     from ..phantom import make_abdomen_phantom
 
-    protocol = protocol or demo_protocol()
+    protocol = protocol or d45_like_protocol()
     recipe = {"format": BANK_FORMAT, "engine": __version__, "phantom": "make_abdomen_phantom", "slices": int(n_slices),
               "size": int(size), "pixel_mm": float(pixel_mm), "seed": int(seed), "protocol": protocol.to_card()}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
