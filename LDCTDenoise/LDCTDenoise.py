@@ -3,6 +3,8 @@ import enum
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +32,8 @@ from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
 # PyTorch is installed: importing it here would stop the module from loading before the user could install it.
 
 INPUT_METHOD = "input"  # the engine's name (LDCTDenoiseLib.methods.INPUT) for "the input volume itself"
+LOSS_CURVE_REFRESH_S = 2.0  # redraw the live loss curve at most this often
+LOSS_CURVE_WIDTH_PX = 380
 
 
 #
@@ -50,12 +54,14 @@ class LDCTDenoise(ScriptedLoadableModule):
         self.parent.contributors = ["LDCTDenoise team"]
         self.parent.helpText = _("""
 Denoise a low-dose CT series slice by slice with a CPCE network, compare it with classic filters in linked views
-zoomed onto a region of interest, and export the result as a derived DICOM series.
+zoomed onto a region of interest, adapt the network to a new scanner's scans without normal-dose references, and
+export the result as a derived DICOM series.
 See the <a href="https://github.com/ldctdenoise/SlicerLDCTDenoise#readme">documentation</a>. Not for clinical use.
 """)
         self.parent.acknowledgementText = _("""
 CPCE-2D: H. Shan et al., "3-D Convolutional Encoder-Decoder Network for Low-Dose CT via Transfer Learning From a
-2-D Trained Network", IEEE TMI 37(6), 2018. Shipped weights were trained on the AAPM/Mayo Clinic 2016 Low-Dose CT
+2-D Trained Network", IEEE TMI 37(6), 2018. Adaptation: J. Huang et al., "Cross domain low-dose CT image denoising
+with semantic information alignment". Shipped weights were trained on the AAPM/Mayo Clinic 2016 Low-Dose CT
 Grand Challenge data.
 """)
 
@@ -76,6 +82,20 @@ class Device(enum.Enum):
         return {Device.AUTO: _("Automatic (GPU if available)"), Device.CPU: _("CPU"), Device.GPU: _("GPU")}[self]
 
 
+class AdaptMask(enum.Enum):
+    """What the adaptation's discriminator sees of the outputs; the value is the engine's mask name."""
+
+    ADAPTIVE = "adaptive"
+    BERNOULLI = "bernoulli"
+    FIXED = "fixed"
+    NONE = "none"
+
+    def label(self) -> str:
+        return {AdaptMask.ADAPTIVE: _("Adaptive random frequency mask (paper)"),
+                AdaptMask.BERNOULLI: _("Bernoulli random mask"), AdaptMask.FIXED: _("Fixed radial low-pass"),
+                AdaptMask.NONE: _("None (plain adversarial)")}[self]
+
+
 @parameterNodeWrapper
 class LDCTDenoiseParameterNode:
     """
@@ -83,23 +103,34 @@ class LDCTDenoiseParameterNode:
 
     inputVolume - The low-dose CT volume to denoise.
     modelName - The registered model that denoises (empty: the engine's default model).
+    baseModelName - The registered model the adaptation starts from.
     device - Where the network runs.
     batchSize - Slices sent to the device at once.
     outputVolume - Where the denoised volume goes (a new volume when none).
     referenceVolume - Optional normal-dose volume for PSNR/SSIM/RMSE.
     roi, backgroundRoi - Regions of the comparison: zoom, ROI numbers and CNR.
+    profileName - Name of the profile the adaptation saves.
+    adaptSteps, learningRate - Length and step size of the adaptation's fine-tuning.
+    adversarialWeight, anchorWeight, mask - The adaptation's advanced settings (see the engine's AdaptationConfig).
     exportVolume - The denoised volume to write as a derived DICOM series.
     exportDirectory - The folder that receives the exported series (in a new subfolder).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     modelName: str = ""
+    baseModelName: str = ""
     device: Device = Device.AUTO
     batchSize: Annotated[int, WithinRange(1, 64)] = 4
     outputVolume: vtkMRMLScalarVolumeNode
     referenceVolume: vtkMRMLScalarVolumeNode
     roi: vtkMRMLMarkupsROINode
     backgroundRoi: vtkMRMLMarkupsROINode
+    profileName: str = ""
+    adaptSteps: Annotated[int, WithinRange(1, 100000)] = 300
+    learningRate: Annotated[float, WithinRange(1e-6, 1e-2)] = 5e-5
+    adversarialWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.05
+    anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
+    mask: AdaptMask = AdaptMask.ADAPTIVE
     exportVolume: vtkMRMLScalarVolumeNode
     exportDirectory: Path = Path.home()
 
@@ -124,6 +155,9 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._busy = False
         self._cancelRequested = False
         self._metrics = {}
+        self._adaptation = None
+        self._lossHistory = []
+        self._lossCurveShownAt = 0.0
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -153,6 +187,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.copyMetricsButton.clicked.connect(self.onCopyMetricsButton)
         self.ui.saveMetricsButton.clicked.connect(self.onSaveMetricsButton)
         self.ui.exportButton.clicked.connect(self.onExportButton)
+        self.ui.baseModelComboBox.currentIndexChanged.connect(self.onBaseModelSelected)
+        self.ui.targetVolumesSelector.checkedNodesChanged.connect(self._checkCanApply)
+        self.ui.startAdaptButton.clicked.connect(self.onStartAdaptButton)
+        self.ui.cancelAdaptButton.clicked.connect(self.onCancelAdaptButton)
 
         # Make sure parameter node is initialized (needed for module reload)
         self.initializeParameterNode()
@@ -160,6 +198,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
+        if self._adaptation:
+            self._adaptation.stop()
         self.removeObservers()
         self.logic.removeObservers()
 
@@ -229,23 +269,35 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.setEnabled(self._busy)
         self.ui.copyMetricsButton.setEnabled(bool(self._metrics))
         self.ui.saveMetricsButton.setEnabled(bool(self._metrics))
+        adapting = self._adaptation is not None
+        hasTargets = bool(self.ui.targetVolumesSelector.checkedNodes())
+        hasName = bool(parameterNode and parameterNode.profileName.strip())
+        self.ui.startAdaptButton.setEnabled(hasTargets and hasName and not adapting)
+        self.ui.startAdaptButton.setToolTip(
+            _("Adapt the model to the ticked scans in a background process.") if hasTargets and hasName
+            else _("Tick the target scans and name the new profile."))
+        self.ui.cancelAdaptButton.setEnabled(adapting)
 
     def refreshMethods(self) -> None:
         """List the models (shipped ones and the user's profiles, each with its card as tooltip) and the methods
         that Compare can show."""
         self.ui.modelComboBox.clear()
+        self.ui.baseModelComboBox.clear()
         self.ui.methodsListWidget.clear()
         if not self.logic.torchAvailable():
             self.ui.modelComboBox.setToolTip(_("PyTorch is not installed yet: press Denoise to install it."))
             return
-        self.ui.modelComboBox.blockSignals(True)
-        for index, entry in enumerate(self.logic.modelEntries()):
-            self.ui.modelComboBox.addItem(entry.name)
-            self.ui.modelComboBox.setItemData(index, self.logic.modelDescription(entry), qt.Qt.ToolTipRole)
-        self.ui.modelComboBox.blockSignals(False)
-        selected = self.ui.modelComboBox.findText(self._parameterNode.modelName or self.logic.defaultModelName())
-        self.ui.modelComboBox.setCurrentIndex(max(selected, 0))
-        self.onModelSelected(self.ui.modelComboBox.findText(self.ui.modelComboBox.itemText(max(selected, 0))))
+        for comboBox, chosen, onSelected in (
+                (self.ui.modelComboBox, self._parameterNode.modelName, self.onModelSelected),
+                (self.ui.baseModelComboBox, self._parameterNode.baseModelName, self.onBaseModelSelected)):
+            comboBox.blockSignals(True)
+            for index, entry in enumerate(self.logic.modelEntries()):
+                comboBox.addItem(entry.name)
+                comboBox.setItemData(index, self.logic.modelDescription(entry), qt.Qt.ToolTipRole)
+            comboBox.blockSignals(False)
+            selected = max(comboBox.findText(chosen or self.logic.defaultModelName()), 0)
+            comboBox.setCurrentIndex(selected)
+            onSelected(selected)
         for method in self.logic.compareMethodNames():
             item = qt.QListWidgetItem(method, self.ui.methodsListWidget)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
@@ -255,6 +307,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onModelSelected(self, index: int) -> None:
         if index >= 0:
             self._parameterNode.modelName = self.ui.modelComboBox.itemText(index)
+
+    def onBaseModelSelected(self, index: int) -> None:
+        if index >= 0:
+            self._parameterNode.baseModelName = self.ui.baseModelComboBox.itemText(index)
 
     def methodItems(self) -> list:
         """Every entry of the methods list (findItems works alike in PythonQt and PySide6, unlike ``count``)."""
@@ -398,6 +454,81 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.setText(_("Saved {path}.").format(path=self.logic.saveMetrics(self._metrics,
                                                                                                   path)))
 
+    def adaptationSettings(self) -> dict:
+        """The panel's adaptation settings under the engine's names (LDCTDenoiseLib.adaptation.AdaptationConfig)."""
+        parameterNode = self._parameterNode
+        return {"steps": parameterNode.adaptSteps, "learning_rate": parameterNode.learningRate,
+                "adversarial_weight": parameterNode.adversarialWeight, "anchor_weight": parameterNode.anchorWeight,
+                "mask": parameterNode.mask.value, "device": parameterNode.device.value}
+
+    def onStartAdaptButton(self) -> None:
+        """Adapt the chosen model to the ticked scans in a background PythonSlicer process."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the adaptation."), waitCursor=True):
+            self.ensureDependencies()
+            parameterNode = self._parameterNode
+            self._lossHistory = []
+            self.ui.lossCurveLabel.clear()
+            self.ui.adaptProgressBar.setValue(0)
+            self._adaptation = self.logic.startAdaptation(
+                self.ui.targetVolumesSelector.checkedNodes(), parameterNode.profileName.strip(),
+                parameterNode.baseModelName or self.logic.defaultModelName(), self.adaptationSettings(),
+                onEvent=self.onAdaptationEvent, onFinished=self.onAdaptationFinished)
+            self.ui.adaptStatusLabel.setText(_("Starting the adaptation in the background..."))
+            self._checkCanApply()
+
+    def onCancelAdaptButton(self) -> None:
+        if self._adaptation:
+            self._adaptation.cancel()
+            self.ui.adaptStatusLabel.setText(_("Cancelling after the current step..."))
+
+    def onAdaptationEvent(self, event: dict) -> None:
+        """Show the background process's progress: the source simulation (first run only), then each step."""
+        if event["event"] == "source":
+            self.ui.adaptProgressBar.setMaximum(max(event["total"], 1))
+            self.ui.adaptProgressBar.setValue(event["done"])
+            self.ui.adaptStatusLabel.setText(_("Simulating the phantom source pairs (first run only): {done}/{total} "
+                                               "slices").format(done=event["done"], total=event["total"]))
+        elif event["event"] == "step":
+            self._lossHistory.append({"step": event["step"], **event["losses"]})
+            self.ui.adaptProgressBar.setMaximum(max(event["steps"], 1))
+            self.ui.adaptProgressBar.setValue(event["step"])
+            self.ui.adaptStatusLabel.setText(_("Adapting: step {step} of {steps}").format(step=event["step"],
+                                                                                           steps=event["steps"]))
+            if time.monotonic() - self._lossCurveShownAt >= LOSS_CURVE_REFRESH_S:
+                self.showLossCurve()
+
+    def showLossCurve(self, path: Optional[Path] = None) -> None:
+        """Show a loss-curve PNG (by default, the curve of the running adaptation so far)."""
+        if path is None:
+            if not self._lossHistory or not self._adaptation:
+                return
+            path = self.logic.lossCurve(self._lossHistory, self._adaptation.jobDir / "loss.png")
+        self.ui.lossCurveLabel.setPixmap(qt.QPixmap(str(path)).scaledToWidth(LOSS_CURVE_WIDTH_PX,
+                                                                            qt.Qt.SmoothTransformation))
+        self._lossCurveShownAt = time.monotonic()
+
+    def onAdaptationFinished(self, adaptation) -> None:
+        """Select the new profile, or say why there is none."""
+        self._adaptation = None
+        self._checkCanApply()
+        event = adaptation.lastEvent
+        try:
+            if event.get("event") == "done":
+                self.showLossCurve(Path(event["curve"]))
+                self.refreshMethods()
+                self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findText(event["name"]))
+                self.ui.adaptStatusLabel.setText(_("Saved the profile '{name}' after {seconds:.0f} s of adaptation; "
+                                                   "it is selected under Model and listed in Compare.").format(
+                    name=event["name"], seconds=event["wall_time_s"]))
+            elif adaptation.cancelRequested:
+                self.ui.adaptStatusLabel.setText(_("Cancelled; no profile was saved."))
+            else:
+                self.ui.adaptStatusLabel.setText(_("The adaptation failed; no profile was saved."))
+                slicer.util.errorDisplay(_("The adaptation failed:\n{message}").format(
+                    message=adaptation.errorMessage()))
+        finally:
+            adaptation.cleanup()
+
     def onExportButton(self) -> None:
         """Write the denoised volume as a derived DICOM series and add it to Slicer's DICOM database."""
         with slicer.util.tryWithErrorDisplay(_("Failed to export DICOM."), waitCursor=True):
@@ -413,6 +544,99 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.importIntoDicomDatabase(files[0].parent)
             self.ui.statusLabel.setText(_("Exported {count} files to {folder} and added them to the DICOM "
                                           "database.").format(count=len(files), folder=files[0].parent))
+
+
+#
+# AdaptationProcess
+#
+
+
+class AdaptationProcess:
+    """One adaptation running in a PythonSlicer process (LDCTDenoiseLib.adaptation.job): hands its events to the
+    panel as they come, asks it to stop, and removes its job folder when done.
+
+    A process rather than a thread: the training would hold Python's lock and freeze Slicer, and a process can be
+    stopped at any moment without leaving anything half-written.
+    """
+
+    STOP_WAIT_MS = 20000  # after a cancel request, kill the process if it has not stopped by then
+    STDERR_KEPT_CHARS = 4000
+
+    def __init__(self, jobDir: Path, onEvent: Callable[[dict], None],
+                 onFinished: Callable[["AdaptationProcess"], None]) -> None:
+        from LDCTDenoiseLib.adaptation.job import EventReader
+
+        self.jobDir = jobDir
+        self.onEvent, self.onFinished = onEvent, onFinished
+        self.reader = EventReader()
+        self.lastEvent: dict = {}
+        self.stderr = ""
+        self.cancelRequested = False
+        self.process = qt.QProcess()
+        self.process.readyReadStandardOutput.connect(self._readOutput)
+        self.process.readyReadStandardError.connect(self._readError)
+        self.process.finished.connect(self._finished)
+
+    def start(self, executable: str, modulePath: str) -> None:
+        """Run ``executable -m LDCTDenoiseLib.adaptation.job JOB_DIR`` with the module's folder on PYTHONPATH."""
+        environment = qt.QProcessEnvironment.systemEnvironment()
+        pythonPath = environment.value("PYTHONPATH")
+        environment.insert("PYTHONPATH", modulePath + (os.pathsep + pythonPath if pythonPath else ""))
+        self.process.setProcessEnvironment(environment)
+        self.process.setProgram(executable)
+        self.process.setArguments(["-m", "LDCTDenoiseLib.adaptation.job", str(self.jobDir)])
+        self.process.start()
+        if not self.process.waitForStarted(10000):
+            raise RuntimeError(_("Could not start {executable}: {error}").format(
+                executable=executable, error=self.process.errorString()))
+
+    def isRunning(self) -> bool:
+        return self.process.state() != qt.QProcess.NotRunning
+
+    def cancel(self) -> None:
+        """Ask the job to stop before its next step; kill it if it has not stopped after STOP_WAIT_MS."""
+        from LDCTDenoiseLib.adaptation.job import request_cancel
+
+        self.cancelRequested = True
+        request_cancel(self.jobDir)
+        qt.QTimer.singleShot(self.STOP_WAIT_MS, self._killIfRunning)
+
+    def stop(self) -> None:
+        """Stop now (Slicer is closing): ask, wait a little, then kill."""
+        self.cancel()
+        if not self.process.waitForFinished(3000):
+            self._killIfRunning()
+
+    def _killIfRunning(self) -> None:
+        if self.isRunning():
+            self.process.kill()
+
+    def _readOutput(self) -> None:
+        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", errors="replace")
+        for event in self.reader.feed(text):
+            self.lastEvent = event
+            self.onEvent(event)
+
+    def _readError(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", errors="replace")
+        self.stderr = (self.stderr + text)[-self.STDERR_KEPT_CHARS:]
+
+    def _finished(self, *args) -> None:
+        self._readOutput()
+        self._readError()
+        if self.stderr.strip():
+            logging.info(f"LDCTDenoise adaptation process output:\n{self.stderr}")
+        self.onFinished(self)
+
+    def errorMessage(self) -> str:
+        """What went wrong, in the job's words when it could say, else the end of its error output."""
+        if self.lastEvent.get("event") == "error":
+            return self.lastEvent["message"]
+        tail = self.stderr.strip().splitlines()[-5:]
+        return "\n".join(tail) or _("The process ended with exit code {code}.").format(code=self.process.exitCode())
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.jobDir, ignore_errors=True)
 
 
 #
@@ -609,6 +833,47 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                                           derivation_description=derivation,
                                           series_description_suffix=f" [LDCTDenoise {method}]", progress=progress,
                                           cancel=cancel)
+
+    @staticmethod
+    def pythonSlicerExecutable() -> str:
+        """Slicer's own Python interpreter, which sees the same packages (torch) as the application."""
+        executable = shutil.which("PythonSlicer")
+        if not executable:
+            raise RuntimeError(_("PythonSlicer was not found on the PATH, so the adaptation cannot run in the "
+                                 "background. Start Slicer from its launcher."))
+        return executable
+
+    def startAdaptation(self, targetVolumes: Sequence[vtkMRMLScalarVolumeNode], profileName: str, baseModel: str,
+                        settings: dict, onEvent: Callable[[dict], None],
+                        onFinished: Callable[[AdaptationProcess], None]) -> AdaptationProcess:
+        """
+        Start adapting ``baseModel`` to the target volumes in a background process that saves the profile
+        ``profileName``. The name, model and settings are checked here, so mistakes show at once.
+        :param settings: LDCTDenoiseLib.adaptation.AdaptationConfig fields (steps, learning_rate, ...)
+        :param onEvent: called with each of the job's events (see LDCTDenoiseLib.adaptation.job)
+        :param onFinished: called with the process when it has ended, however it ended
+        """
+        from LDCTDenoiseLib.adaptation.job import prepare_job
+
+        if not targetVolumes:
+            raise ValueError(_("Tick at least one loaded scan of the new scanner."))
+        jobDir = Path(tempfile.mkdtemp(prefix="LDCTDenoiseAdapt-"))
+        try:
+            prepare_job(jobDir, [mrml.array_from_volume(volume) for volume in targetVolumes], profileName, baseModel,
+                        settings)
+            process = AdaptationProcess(jobDir, onEvent, onFinished)
+            process.start(self.pythonSlicerExecutable(), os.path.dirname(os.path.abspath(__file__)))
+        except BaseException:
+            shutil.rmtree(jobDir, ignore_errors=True)
+            raise
+        return process
+
+    @staticmethod
+    def lossCurve(history: list[dict], pngPath: Path) -> Path:
+        """The engine's loss-curve figure of the steps so far."""
+        from LDCTDenoiseLib.figure import loss_curve_figure
+
+        return loss_curve_figure(history, pngPath)
 
     @staticmethod
     def importIntoDicomDatabase(folder: Path) -> None:

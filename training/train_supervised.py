@@ -1,21 +1,38 @@
 """Supervised CPCE-2D training on paired low-dose / normal-dose CT, and shipping the result with its model card.
 
+One process (on the CPU, as the shipped model was trained):
+
     python -m training.train_supervised --config training/configs/cpce2d_mayo_d45.yaml
 
-Resumes from the run folder's checkpoint when there is one; Ctrl-C or a killed session loses at most
-``checkpoint_every`` iterations.
+Several processes with PyTorch DistributedDataParallel, launched by ``torchrun``: two CPU processes (backend
+gloo), or N GPUs of one machine (backend nccl, process k on GPU ``LOCAL_RANK`` k; N = 1 is how to train on one GPU):
+
+    torchrun --standalone --nproc_per_node 2 -m training.train_supervised --config training/configs/cpce2d_mayo_d45.yaml
+    torchrun --standalone --nproc_per_node N -m training.train_supervised --config ...
+
+``batch_size`` in the config is the global batch. Every process draws the same global batch from the same seeded
+generator and trains on its own contiguous 1/N of it (so it must divide by N); DDP averages the gradients, so a
+step on N processes is the one-process step up to float rounding and the result does not depend on N. Only
+process 0 writes the log, checkpoints, loss curve, validation and the shipped model.
+
+Resumes from the run folder's checkpoint when there is one, with any number of processes; Ctrl-C or a killed
+session loses at most ``checkpoint_every`` iterations.
 """
 
 import argparse
+import copy
 import math
+import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
@@ -27,6 +44,72 @@ from LDCTDenoiseLib.normalization import hu_to_model
 
 from .paired_data import BodyPatchSampler, PairedVolume, load_pair
 from .run_files import REPO_ROOT, append_log, git_commit, plot_loss_curve, save_checkpoint
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the training processes: rank 0 of 1 on the CPU unless torchrun started it."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes() -> Processes:
+    """Join the torchrun process group (nccl on this process's GPU when there is CUDA, gloo on the CPU otherwise).
+
+    Without torchrun (no ``WORLD_SIZE`` in the environment) nothing is initialised and training runs as one CPU
+    process, exactly as before DDP existed.
+    """
+    if "WORLD_SIZE" not in os.environ:
+        return Processes()
+    if not dist.is_available():
+        sys.exit("This torch build has no torch.distributed: run without torchrun, as one process.")
+    missing = [name for name in ("RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+               if name not in os.environ]
+    if missing:
+        sys.exit(f"WORLD_SIZE is set but {', '.join(missing)} not: start several processes with torchrun.")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_WORLD_SIZE"]), device)
+
+
+def local_share(batch_size: int, processes: Processes) -> slice:
+    """This process's contiguous share of the global batch; every process gets the same number of patches."""
+    if batch_size % processes.world_size:
+        raise ValueError(f"batch_size {batch_size} (the global batch) does not divide among "
+                         f"{processes.world_size} processes; choose a multiple of {processes.world_size}.")
+    share = batch_size // processes.world_size
+    return slice(processes.rank * share, (processes.rank + 1) * share)
+
+
+def mean_over_processes(value: torch.Tensor, processes: Processes) -> float:
+    """The global batch's loss: the mean of the processes' losses, which cover equal shares of the batch."""
+    if processes.world_size > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)  # gloo has no AVG, so sum and divide
+        value /= processes.world_size
+    return value.item()
+
+
+def launch_command(processes: Processes) -> str:
+    """How this run was started, for the model card."""
+    if "WORLD_SIZE" not in os.environ:
+        return "python -m training.train_supervised"
+    nodes = processes.world_size // processes.local_world_size
+    return (f"torchrun {f'--nnodes {nodes} ' if nodes > 1 else ''}--nproc_per_node {processes.local_world_size} "
+            f"-m training.train_supervised")
 
 
 def load_config(path: Path) -> dict:
@@ -50,11 +133,16 @@ def learning_rate(config: dict, iteration: int) -> float:
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
 
 
-def evaluate(model: CPCE2D, volumes: list[PairedVolume]) -> dict:
-    """Per-slice metrics of the model and of the low-dose input against normal dose, as mean and SD."""
+def evaluate(model: CPCE2D, volumes: list[PairedVolume], device: torch.device) -> dict:
+    """Per-slice metrics of the model and of the low-dose input against normal dose, as mean and SD.
+
+    Works on a copy: ``denoise_volume`` switches the model to eval mode and, on a GPU, to channels-last memory,
+    neither of which may touch the weights being trained.
+    """
+    model = copy.deepcopy(model)
     rows = {"model": [], "low_dose_input": []}
     for volume in volumes:
-        rows["model"] += per_slice_metrics(denoise_volume(model, volume.low_dose, device="cpu"), volume.normal_dose)
+        rows["model"] += per_slice_metrics(denoise_volume(model, volume.low_dose, device=device), volume.normal_dose)
         rows["low_dose_input"] += per_slice_metrics(volume.low_dose, volume.normal_dose)
     result = {}
     for method, slices in rows.items():
@@ -66,59 +154,75 @@ def evaluate(model: CPCE2D, volumes: list[PairedVolume]) -> dict:
     return result
 
 
-def train(config: dict, config_path: Path, command: str) -> Path:
-    torch.set_num_threads(config.get("threads", 2))
+def train(config: dict, config_path: Path, command: str, processes: Processes = Processes()) -> Path | None:
+    """Train (and on process 0 log, checkpoint, validate and ship); returns the shipped card's path on process 0."""
+    mine = local_share(config["batch_size"], processes)
+    # The config's threads are this machine's budget: processes that share the machine split it, because
+    # oversubscribed cores slow every process down and each step waits for the slowest at the gradient all-reduce.
+    threads = max(1, config.get("threads", 2) // processes.local_world_size)
+    torch.set_num_threads(threads)
     commit = git_commit()  # the code this run starts from; the tree may change while it trains
     run_dir = REPO_ROOT / config["output_dir"]
-    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
+    if processes.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config["seed"])
+    # The same seed on every process: all draw the same global batches and keep their own share of each.
     rng = np.random.default_rng(config["seed"])
-    train_volumes, validation_volumes = load_split(config, "train"), load_split(config, "validation")
+    train_volumes = load_split(config, "train")
+    validation_volumes = load_split(config, "validation") if processes.is_main else []
     sampler = BodyPatchSampler(train_volumes, config["patch_size"], rng)
-    model = CPCE2D()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+    network = CPCE2D().to(processes.device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=config["learning_rate"])
     start, elapsed = 0, 0.0
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
-        model.load_state_dict(state["model"])
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        network.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         start, elapsed = state["iteration"], state["elapsed_s"]
-        print(f"Resuming {config['name']} at iteration {start}.")
+        if processes.is_main:
+            print(f"Resuming {config['name']} at iteration {start}.")
+    model = network
+    if processes.world_size > 1:
+        device_ids = [processes.device] if processes.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
     loss_function = torch.nn.MSELoss()
     model.train()
     progress = tqdm(range(start, config["iterations"]), initial=start, total=config["iterations"],
-                    desc=config["name"], unit="it", dynamic_ncols=True)
+                    desc=config["name"], unit="it", dynamic_ncols=True, disable=not processes.is_main)
     tic = time.perf_counter()
     for iteration in progress:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, iteration)
         low, normal = sampler.sample(config["batch_size"])
-        prediction = model(torch.from_numpy(hu_to_model(low)))
-        loss = loss_function(prediction, torch.from_numpy(hu_to_model(normal)))
+        low, normal = low[mine], normal[mine]
+        prediction = model(torch.from_numpy(hu_to_model(low)).to(processes.device))
+        loss = loss_function(prediction, torch.from_numpy(hu_to_model(normal)).to(processes.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        batch_loss = mean_over_processes(loss, processes)
+        if not processes.is_main:
+            continue  # the others wait for process 0's logging and validation in the next gradient all-reduce
         done = iteration + 1
-        row = {"iteration": done, "loss": f"{loss.item():.6e}", "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
+        row = {"iteration": done, "loss": f"{batch_loss:.6e}", "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
                "val_psnr_display": ""}
         if done % config["validate_every"] == 0 or done == config["iterations"]:
-            model.eval()
-            scores = evaluate(model, validation_volumes)
-            model.train()
+            scores = evaluate(network, validation_volumes, processes.device)
             row["val_psnr_display"] = f"{scores['model']['psnr_display']['mean']:.3f}"
-            progress.set_postfix(loss=f"{loss.item():.2e}", val_psnr=row["val_psnr_display"])
+            progress.set_postfix(loss=f"{batch_loss:.2e}", val_psnr=row["val_psnr_display"])
         append_log(log_path, row)
         if done % config["checkpoint_every"] == 0 or done == config["iterations"]:
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint({"model": network.state_dict(), "optimizer": optimizer.state_dict(),
                              "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                              "iteration": done, "elapsed_s": elapsed + time.perf_counter() - tic}, checkpoint_path)
             plot_loss_curve(log_path, run_dir / "loss_curve.png", config["name"])
+    if not processes.is_main:
+        return None
     elapsed += time.perf_counter() - tic
-    model.eval()
-    validation = evaluate(model, validation_volumes)
+    validation = evaluate(network, validation_volumes, processes.device)
     card = {
         "name": config["name"],
         "description": config["description"],
@@ -139,7 +243,8 @@ def train(config: dict, config_path: Path, command: str) -> Path:
                                                                   "90-degree rotations",
             "batch_size": config["batch_size"], "iterations": config["iterations"],
             "optimizer": f"Adam, lr {config['learning_rate']} cosine to {config['min_learning_rate']}",
-            "seed": config["seed"], "threads": config.get("threads", 2), "device": "cpu",
+            "seed": config["seed"], "processes": processes.world_size, "threads": threads,
+            "device": processes.device.type,
             "wall_time_s": round(elapsed, 1),
         },
         "losses": {"mse": 1.0},
@@ -152,7 +257,7 @@ def train(config: dict, config_path: Path, command: str) -> Path:
         },
         "command": command,
     }
-    card_path = save_model(model, card, REPO_ROOT / config["ship_to"])
+    card_path = save_model(network, card, REPO_ROOT / config["ship_to"])
     print(f"Shipped {card_path}")
     for method in ("low_dose_input", "model"):
         scores = validation[method]
@@ -173,8 +278,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.iterations:
         config["iterations"] = args.iterations
         config["output_dir"] = config["ship_to"] = config["output_dir"] + "-quick"
-    command = "python -m training.train_supervised " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    train(config, args.config.resolve(), command)
+    processes = start_processes()
+    command = launch_command(processes) + " " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    try:
+        train(config, args.config.resolve(), command, processes)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

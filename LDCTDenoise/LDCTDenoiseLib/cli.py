@@ -7,7 +7,6 @@ with 130 and leaves nothing half-written.
 
 import argparse
 import json
-import re
 import shlex
 import sys
 import time
@@ -31,7 +30,6 @@ from .simulator import KERNELS, MODES, ScanProtocol, simulate_low_dose_volume
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 POSITION_TOLERANCE_MM = 0.01
-PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class ProgressBars:
@@ -209,16 +207,10 @@ def command_demo(args: argparse.Namespace, bars: ProgressBars) -> int:
 
 def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     from .adaptation import AdaptationConfig, adapt, phantom_source_bank
-    from .figure import loss_curve_figure
-    from .model_registry import save_model, user_profiles_dir
+    from .adaptation.profile import check_profile_name, save_adapted_profile
 
     registry = ModelRegistry()
-    if not PROFILE_NAME.fullmatch(args.name):
-        raise LDCTDenoiseError(f"Profile name '{args.name}' must be 1-64 letters, digits, '.', '_' or '-', "
-                               "starting with a letter or digit.")
-    if args.name in registry.names():
-        raise LDCTDenoiseError(f"A model named '{args.name}' already exists ({registry.entry(args.name).card_path}); "
-                               f"choose another name.")
+    check_profile_name(args.name, registry)
     config = AdaptationConfig(name=args.name, base_model=args.base_model, steps=args.steps,
                               learning_rate=args.learning_rate, adversarial_weight=args.adversarial_weight,
                               anchor_weight=args.anchor_weight, mask=args.mask,
@@ -230,10 +222,7 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     source = phantom_source_bank(progress=bars("simulate source pairs (once, then cached)"))
     result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt"))
     bars.close()
-    folder = user_profiles_dir()
-    card_path = save_model(result.model, result.card, folder)
-    curve = loss_curve_figure(result.history, folder / f"{args.name}.loss.png",
-                              title=f"{args.name}: adaptation of {args.base_model}")
+    card_path, curve = save_adapted_profile(result, args.base_model)
     print(f"Adapted {args.base_model} to {len(volumes)} series in {result.card['training']['wall_time_s']:.0f} s; "
           f"saved profile '{args.name}' ({card_path}) and its loss curve ({curve}).")
     print(f"Use it with: ldct-denoise denoise IN OUT --model {args.name}")

@@ -14,3 +14,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real CT data not found at {SHARED_DATA} (team-internal, never committed)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def source_bank_cache(tmp_path_factory) -> Path:
+    """A cache folder holding the adaptation's default phantom source bank, simulated once per test session
+    (about 35 s on 2 cores); point LDCTDENOISE_CACHE_DIR at it."""
+    from LDCTDenoiseLib.adaptation import phantom_source_bank
+
+    cache = tmp_path_factory.mktemp("cache")
+    phantom_source_bank(cache_dir=cache / "source-banks")
+    return cache

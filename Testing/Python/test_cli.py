@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -246,8 +245,8 @@ def test_adapt_refuses_a_taken_or_unsafe_profile_name(profile, series, capsys, n
 
 
 @pytest.mark.slow
-def test_adapt_saves_a_profile_that_denoise_then_uses(profile, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+def test_adapt_saves_a_profile_that_denoise_then_uses(profile, tmp_path, monkeypatch, capsys, source_bank_cache):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
     target = tmp_path / "target"
     write_ct_series(target, phantom_hu(n_slices=3, size=72), pixel_spacing=(0.7, 0.7))
     before = snapshot(target)

@@ -7,8 +7,11 @@ module base classes, the parameter node wrapper, ``slicer.app`` and the PyTorch 
 
 import csv
 import importlib
+import logging
+import os
 import re
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -67,6 +70,15 @@ def ct(mrml_scene, tmp_path):
 
 
 @pytest.fixture
+def scanner_b(mrml_scene, tmp_path):
+    """A 3-slice, 72 px series loaded as Slicer loads DICOM: the unlabeled scans of a new scanner."""
+    files = write_ct_series(tmp_path / "scanner-b", phantom_hu(3, 72))
+    series = read_series(files)
+    uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in series.source_files]
+    return load_dicom_series(mrml_scene.volumes_logic, series.source_files, "scanner-b", uids)
+
+
+@pytest.fixture
 def widget(profile, mrml_scene):
     panel = module.LDCTDenoiseWidget()
     panel.setup()
@@ -98,15 +110,17 @@ def test_every_ui_name_the_code_uses_exists_and_every_custom_widget_has_its_stan
     for name in used:
         assert type(getattr(widget.ui, name)).__name__ == declared[name]  # nothing fell back to a plain QWidget
     custom = {c.findtext("class") for c in tree.iter("customwidget")}
-    assert custom == {"qMRMLWidget", "qMRMLNodeComboBox", "ctkCollapsibleButton", "ctkDirectoryButton"}
+    assert custom == {"qMRMLWidget", "qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "ctkCollapsibleButton",
+                      "ctkCollapsibleGroupBox", "ctkDirectoryButton"}
     root = tree.getroot().find("widget")
     assert root.get("class") == "qMRMLWidget"
     assert [w.findtext("property/string") for w in root.iter("widget") if w.get("class") == "ctkCollapsibleButton"
-            ] == ["Denoise", "Compare", "Export"]
+            ] == ["Denoise", "Compare", "Adapt to a new scanner", "Export"]
     connected = {c.findtext("receiver") for c in tree.iter("connection")
                  if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
                  and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)" and c.findtext("sender") == root.get("name")}
-    assert connected == {name for name, kind in declared.items() if kind == "qMRMLNodeComboBox"}
+    assert connected == {name for name, kind in declared.items()
+                         if kind in ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox")}
     # QUiLoader made each of those connections (the stand-ins carry the C++ signatures).
     assert widget.ui.inputSelector.parent().parent().receivers(qt.SIGNAL("mrmlSceneChanged(vtkMRMLScene*)")) == len(
         connected)
@@ -116,7 +130,7 @@ def test_bound_widgets_match_parameter_node_fields_with_pairs_slicer_can_connect
     bound = {w.property(SlicerParameterNamePropertyName): w for w in vars(widget.ui).values()
              if hasattr(w, "property") and w.property(SlicerParameterNamePropertyName)}
     fields = module.LDCTDenoiseParameterNode.allParameters
-    assert set(bound) == set(fields) - {"modelName"}  # the model list is filled at run time, synced by hand
+    assert set(bound) == set(fields) - {"modelName", "baseModelName"}  # model lists are filled at run time
     for name, bound_widget in bound.items():
         kind = fields[name].kind
         kind_name = ("node" if isinstance(kind, type) and issubclass(kind, slicer.vtkMRMLNode)
@@ -284,3 +298,124 @@ def test_panel_screenshot_renders_from_the_real_ui(tmp_path):
 
     image = qt.QImage(str(render_panel(tmp_path / "panel.png", size=(420, 900))))
     assert (image.width(), image.height()) == (420, 900)
+
+
+@pytest.fixture
+def python_slicer(tmp_path, monkeypatch):
+    """Slicer's ``PythonSlicer`` on the PATH, as inside Slicer: here a launcher of this test's own interpreter."""
+    folder = tmp_path / "slicer-bin"
+    folder.mkdir()
+    launcher = folder / "PythonSlicer"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    launcher.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return launcher
+
+
+def wait_for_adaptation(widget, timeout_s: float = 300.0) -> None:
+    """Let Qt deliver the background process's output and its end, as Slicer's event loop does."""
+    deadline = time.monotonic() + timeout_s
+    while widget._adaptation is not None:
+        assert time.monotonic() < deadline, "the adaptation process did not finish"
+        widget._adaptation.process.waitForFinished(100)
+        qt.QApplication.processEvents()
+
+
+def start_adaptation(widget, node, name: str, steps: int) -> None:
+    widget.ui.targetVolumesSelector.setCheckState(node, qt.Qt.Checked)
+    widget.ui.profileNameLineEdit.setText(name)
+    widget._parameterNode.adaptSteps = steps
+    assert widget.ui.startAdaptButton.isEnabled()
+    widget.ui.startAdaptButton.click()
+
+
+def test_adapt_button_needs_ticked_targets_and_a_profile_name(widget, ct):
+    node, _, _ = ct
+    ui = widget.ui
+    assert not ui.startAdaptButton.isEnabled() and not ui.cancelAdaptButton.isEnabled()
+    ui.targetVolumesSelector.setCheckState(node, qt.Qt.Checked)
+    assert not ui.startAdaptButton.isEnabled()
+    ui.profileNameLineEdit.setText("scanner-b")  # GUI -> parameter node -> buttons
+    assert widget._parameterNode.profileName == "scanner-b" and ui.startAdaptButton.isEnabled()
+    ui.targetVolumesSelector.setCheckState(node, qt.Qt.Unchecked)
+    assert not ui.startAdaptButton.isEnabled()
+    assert [ui.baseModelComboBox.itemText(i) for i in range(ui.baseModelComboBox.count())] == [DEFAULT_MODEL, "tiny"]
+    assert widget._parameterNode.baseModelName == DEFAULT_MODEL
+
+
+@pytest.mark.slow
+def test_adaptation_runs_in_a_background_process_and_its_profile_is_selectable_at_once(
+        widget, scanner_b, python_slicer, monkeypatch, source_bank_cache):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
+    node = scanner_b
+    before = mrml.array_from_volume(node).copy()
+    widget.ui.baseModelComboBox.setCurrentIndex(widget.ui.baseModelComboBox.findText("tiny"))
+    steps = []
+    widget.ui.adaptProgressBar.valueChanged.connect(steps.append)
+    start_adaptation(widget, node, "scanner-b", steps=3)
+    job_dir = widget._adaptation.jobDir
+    assert widget.ui.cancelAdaptButton.isEnabled() and not widget.ui.startAdaptButton.isEnabled()
+    wait_for_adaptation(widget)
+
+    assert steps[-3:] == [1, 2, 3] and widget.ui.adaptProgressBar.maximum() == 3
+    assert "Saved the profile 'scanner-b'" in widget.ui.adaptStatusLabel.text()
+    assert not widget.ui.lossCurveLabel.pixmap().isNull()
+    assert widget.ui.modelComboBox.itemText(widget.ui.modelComboBox.currentIndex()) == "scanner-b"
+    assert widget._parameterNode.modelName == "scanner-b"
+    assert "scanner-b" in [item.text() for item in widget.methodItems()]
+    assert "adapted from tiny" in widget.ui.modelComboBox.itemData(widget.ui.modelComboBox.currentIndex(),
+                                                                   qt.Qt.ToolTipRole)
+    assert not job_dir.exists()  # the job folder is removed
+    np.testing.assert_array_equal(mrml.array_from_volume(node), before)
+    assert widget.ui.startAdaptButton.isEnabled() and not widget.ui.cancelAdaptButton.isEnabled()
+    widget.ui.denoiseButton.click()  # and Denoise uses it
+    assert widget._parameterNode.outputVolume.GetAttribute(module.LDCTDenoiseLogic.METHOD_ATTRIBUTE) == "scanner-b"
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_background_adaptation_and_saves_no_profile(widget, scanner_b, python_slicer, monkeypatch,
+                                                                      source_bank_cache, tmp_path):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
+    node = scanner_b
+    widget.ui.baseModelComboBox.setCurrentIndex(widget.ui.baseModelComboBox.findText("tiny"))
+
+    def cancel_after_the_first_step(value: int) -> None:
+        if value == 1 and widget._adaptation and not widget._adaptation.cancelRequested:
+            widget.ui.cancelAdaptButton.click()
+
+    widget.ui.adaptProgressBar.valueChanged.connect(cancel_after_the_first_step)
+    start_adaptation(widget, node, "never-saved", steps=10000)
+    started = time.monotonic()
+    wait_for_adaptation(widget)
+    assert time.monotonic() - started < 120
+    assert widget.ui.adaptStatusLabel.text() == "Cancelled; no profile was saved."
+    assert sorted(p.name for p in (tmp_path / "profiles").iterdir()) == ["tiny.json", "tiny.pt"]
+    assert "never-saved" not in [widget.ui.modelComboBox.itemText(i) for i in range(widget.ui.modelComboBox.count())]
+
+
+def test_errors_of_the_background_process_reach_the_user(widget, scanner_b, python_slicer, tmp_path, caplog):
+    node = scanner_b
+    widget.ui.baseModelComboBox.setCurrentIndex(widget.ui.baseModelComboBox.findText("tiny"))
+    start_adaptation(widget, node, "scanner-c", steps=2)
+    (tmp_path / "profiles" / "tiny.pt").write_bytes(b"damaged while the job starts")
+    with caplog.at_level(logging.ERROR):
+        wait_for_adaptation(widget)
+    assert widget.ui.adaptStatusLabel.text() == "The adaptation failed; no profile was saved."
+    assert any("The adaptation failed" in record.getMessage() and "tiny" in record.getMessage()
+               for record in caplog.records)
+
+
+def test_start_refuses_a_taken_name_or_too_small_scans_at_once(widget, ct, scanner_b, python_slicer):
+    # In testing mode tryWithErrorDisplay raises instead of showing a dialog, so the handler is called directly.
+    widget.ui.targetVolumesSelector.setCheckState(scanner_b, qt.Qt.Checked)
+    widget.ui.profileNameLineEdit.setText("tiny")
+    with pytest.raises(module.LDCTDenoiseError, match="already exists"):
+        widget.onStartAdaptButton()
+    assert widget._adaptation is None and widget.ui.startAdaptButton.isEnabled()
+    widget.ui.targetVolumesSelector.setCheckState(scanner_b, qt.Qt.Unchecked)
+    widget.ui.targetVolumesSelector.setCheckState(ct[0], qt.Qt.Checked)
+    widget.ui.profileNameLineEdit.setText("new-name")
+    with pytest.raises(module.LDCTDenoiseError, match="smaller than the 64 px"):
+        widget.onStartAdaptButton()
+    assert widget._adaptation is None
+    assert not list(Path(module.tempfile.gettempdir()).glob("LDCTDenoiseAdapt-*"))  # no job folder left behind

@@ -44,7 +44,7 @@ import copy
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -129,8 +129,9 @@ class AdaptationResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The loaded scans as float32 (z, y, x) HU arrays, without copying those that already are."""
+def checked_target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray], patch_size: int) -> list[np.ndarray]:
+    """The loaded scans as float32 (z, y, x) HU arrays, without copying those that already are; each slice must
+    hold a training patch."""
     volumes = [target_volumes] if isinstance(target_volumes, np.ndarray) else list(target_volumes)
     if not volumes:
         raise LDCTDenoiseError("Adaptation needs at least one target volume.")
@@ -142,6 +143,9 @@ def _target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray]) -> list[n
             raise LDCTDenoiseError(f"Target volume {index} has shape {volume.shape}; expected (z, y, x) HU.")
         if not np.isfinite(volume).all():
             raise LDCTDenoiseError(f"Target volume {index} contains NaN or infinite values.")
+        if min(volume.shape[1:]) < patch_size:
+            raise LDCTDenoiseError(f"Target volume {index} has slices of {volume.shape[2]} x {volume.shape[1]} px, "
+                                   f"smaller than the {patch_size} px training patches.")
         checked.append(volume)
     return checked
 
@@ -153,16 +157,18 @@ def _to_model(patches: np.ndarray, device: torch.device) -> torch.Tensor:
 def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarray],
           config: Optional[AdaptationConfig] = None,
           source: Optional[SourcePairs | tuple[np.ndarray, np.ndarray]] = None,
-          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> AdaptationResult:
+          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
+          on_step: Optional[Callable[[dict], None]] = None) -> AdaptationResult:
     """Adapt a copy of ``model`` to the unlabeled ``target_volumes`` (float32 HU, (z, y, x)); ``model`` is untouched.
 
     ``source`` gives explicit (low-dose, normal-dose) HU pairs; without it the phantom bank of ``source.py`` is built
     (or read from its cache; build it beforehand with :func:`phantom_source_bank` to show that step's progress).
     ``progress(step, steps)`` is called after every step and ``cancel()`` checked before each one
-    (:class:`CancelledError`). Runs on CUDA when present (``config.device``); on the CPU a seed gives one result.
+    (:class:`CancelledError`); ``on_step(row)`` receives each step's losses, for a live loss curve. Runs on CUDA
+    when present (``config.device``); on the CPU a seed gives one result.
     """
     config = config or AdaptationConfig()
-    targets = _target_volumes(target_volumes)
+    targets = checked_target_volumes(target_volumes, config.patch_size)
     if source is None:
         source = phantom_source_bank(config.source_slices, config.source_size, config.source_pixel_mm,
                                      config.source_seed, cancel=cancel)
@@ -253,6 +259,8 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
                   "perceptual": perceptual_loss, "anchor": anchor_loss, "discriminator": critic_loss, "kl": kl,
                   "mask_keep": pair_mask.mean()}
         history.append({"step": step, **{key: value.item() for key, value in losses.items()}})
+        if on_step is not None:
+            on_step(history[-1])
         report(progress, step, config.steps)
     wall_time = time.perf_counter() - tic
 

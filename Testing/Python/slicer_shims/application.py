@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 class Application:
     """``slicer.app`` in testing mode (no popups), with Qt's event loop."""
 
+    applicationName = "Slicer"
     temporaryPath = tempfile.gettempdir()
 
     def testingEnabled(self) -> bool:

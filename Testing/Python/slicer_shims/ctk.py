@@ -1,7 +1,7 @@
 """Stand-ins for the CTK widgets the module's ``.ui`` uses, with the properties and signals the module reads."""
 
 from PySide6.QtCore import Property, Signal
-from PySide6.QtWidgets import QFileDialog, QGroupBox, QPushButton
+from PySide6.QtWidgets import QFileDialog, QGroupBox, QPushButton, QWidget
 
 
 class ctkCollapsibleButton(QGroupBox):
@@ -51,4 +51,26 @@ class ctkDirectoryButton(QPushButton):
     directory = Property(str, directoryValue, setDirectory)
 
 
-WIDGETS = (ctkCollapsibleButton, ctkDirectoryButton)
+class ctkCollapsibleGroupBox(QGroupBox):
+    """A group box that folds its content away when ``collapsed`` (applied again when shown, because the ``.ui``
+    sets the property before it adds the children)."""
+
+    def _collapsed(self) -> bool:
+        return getattr(self, "_is_collapsed", False)
+
+    def _setCollapsed(self, collapsed: bool) -> None:
+        self._is_collapsed = bool(collapsed)
+        self._apply()
+
+    def _apply(self) -> None:
+        for child in self.findChildren(QWidget):
+            child.setVisible(not self._collapsed())
+
+    def showEvent(self, event) -> None:
+        self._apply()
+        super().showEvent(event)
+
+    collapsed = Property(bool, _collapsed, _setCollapsed)
+
+
+WIDGETS = (ctkCollapsibleButton, ctkCollapsibleGroupBox, ctkDirectoryButton)

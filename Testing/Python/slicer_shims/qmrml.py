@@ -5,7 +5,7 @@ QUiLoader makes the ``.ui``'s connections exactly as in Slicer (the tests count 
 object through such a signal, so ``qMRMLWidget.setMRMLScene`` then calls its node combo boxes itself.
 """
 
-from PySide6.QtCore import Property, Signal, Slot
+from PySide6.QtCore import Property, Qt, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QWidget
 
 
@@ -125,4 +125,39 @@ class qMRMLNodeComboBox(QComboBox):
             self.currentNodeChanged.emit(self.currentNode())
 
 
-WIDGETS = (qMRMLWidget, qMRMLNodeComboBox)
+class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):
+    """The node list with a check box per node: ``checkedNodes``, ``setCheckState``, ``checkState`` and
+    ``checkedNodesChanged`` as in Slicer; the checks survive the scene's node additions and removals."""
+
+    checkedNodesChanged = Signal()
+
+    def __init__(self, parent=None) -> None:
+        self._checked: list[str] = []
+        super().__init__(parent)
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        model = self.model()
+        for row in range(self.count()):
+            item = model.item(row)
+            item.setCheckable(True)
+            item.setCheckState(Qt.Checked if self.itemData(row) in self._checked else Qt.Unchecked)
+
+    def checkState(self, node):
+        return Qt.Checked if node is not None and node.GetID() in self._checked else Qt.Unchecked
+
+    def setCheckState(self, node, state) -> None:
+        checked = [node_id for node_id in self._checked if node_id != node.GetID()]
+        if state == Qt.Checked:
+            checked.append(node.GetID())
+        if checked != self._checked:
+            self._checked = checked
+            self._refresh()
+            self.checkedNodesChanged.emit()
+
+    def checkedNodes(self) -> list:
+        present = {node.GetID(): node for node in self.nodes()}
+        return [present[node_id] for node_id in self._checked if node_id in present]
+
+
+WIDGETS = (qMRMLWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox)
