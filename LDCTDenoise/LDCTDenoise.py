@@ -280,7 +280,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def refreshMethods(self) -> None:
         """List the models (shipped ones and the user's profiles, each with its card as tooltip) and the methods
-        that Compare can show."""
+        that Compare can show; the methods ticked before stay ticked."""
+        previouslyChecked = self.checkedMethods()
         self.ui.modelComboBox.clear()
         self.ui.baseModelComboBox.clear()
         self.ui.methodsListWidget.clear()
@@ -301,7 +302,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for method in self.logic.compareMethodNames():
             item = qt.QListWidgetItem(method, self.ui.methodsListWidget)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
-            checked = method in (INPUT_METHOD, self._parameterNode.modelName)
+            checked = method in (previouslyChecked or (INPUT_METHOD, self._parameterNode.modelName))
             item.setCheckState(qt.Qt.Checked if checked else qt.Qt.Unchecked)
 
     def onModelSelected(self, index: int) -> None:
@@ -905,11 +906,12 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
     def runTest(self):
         """Run as few or as many tests as needed here."""
         self.setUp()
-        self.test_LDCTDenoise_DenoiseCompareExport()
+        self.test_LDCTDenoise_DenoiseCompareExportAdapt()
 
-    def test_LDCTDenoise_DenoiseCompareExport(self):
+    def test_LDCTDenoise_DenoiseCompareExportAdapt(self):
         """Load a synthetic series through Slicer's DICOM database, denoise it with a random-weight profile,
-        compare it with a Gaussian filter inside an ROI, and export and re-import the derived series."""
+        compare it with a Gaussian filter inside an ROI, export and re-import the derived series, and adapt the
+        profile to the series in a background process (2 steps, a small simulated source)."""
         import tempfile
 
         import numpy as np
@@ -966,4 +968,20 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
             files = logic.exportDicom(outputVolume, workDir / "export", slicer.dicomDatabase.fileForInstance)
             logic.importIntoDicomDatabase(files[0].parent)
             self.assertEqual(len(files), 3)
+
+            self.delayDisplay(_("Adapting in a background PythonSlicer process"))
+            os.environ["LDCTDENOISE_CACHE_DIR"] = str(workDir / "cache")
+            finished = []
+            smallSource = {"source_slices": 1, "source_size": 128, "source_pixel_mm": 3.0}  # seconds, not minutes
+            adaptation = logic.startAdaptation([inputVolume], "test-adapted", "test-random",
+                                               {"steps": 2, "device": "cpu", **smallSource},
+                                               onEvent=lambda event: None, onFinished=finished.append)
+            while not finished:
+                adaptation.process.waitForFinished(100)
+                slicer.app.processEvents()
+            adaptation.cleanup()
+            self.assertEqual(adaptation.lastEvent.get("event"), "done", adaptation.errorMessage())
+            self.assertIn("test-adapted", [entry.name for entry in logic.modelEntries()])
+            adaptedVolume = logic.denoise(inputVolume, "test-adapted", device="cpu")
+            self.assertEqual(adaptedVolume.GetAttribute(logic.METHOD_ATTRIBUTE), "test-adapted")
         self.delayDisplay(_("Test passed"))

@@ -179,7 +179,7 @@ def test_model_list_and_methods_come_from_the_registry_with_cards_as_tooltips(wi
     assert "test profile" in tooltip and "D45" in tooltip and "(profile)" in tooltip
     methods = [item.text() for item in widget.methodItems()]
     assert methods[:3] == ["input", DEFAULT_MODEL, "tiny"] and {"gaussian", "tv", "nlm"} <= set(methods)
-    assert widget.checkedMethods() == ["input", "tiny"]
+    assert widget.checkedMethods() == ["input", DEFAULT_MODEL]  # ticked at setup, kept when the lists are refreshed
     assert widget._parameterNode.modelName == "tiny"
 
 
@@ -293,11 +293,15 @@ def test_dependencies_are_ensured_from_the_requirements_file_on_first_use(widget
     assert requester == "LDCTDenoise" and any(r.startswith("scikit-image") for r in requirements)
 
 
-def test_panel_screenshot_renders_from_the_real_ui(tmp_path):
-    from slicer_shims.screenshot import render_panel
+def test_panel_and_section_screenshots_render_from_the_real_ui(tmp_path):
+    from slicer_shims.screenshot import SECTIONS, render_panels
 
-    image = qt.QImage(str(render_panel(tmp_path / "panel.png", size=(420, 900))))
-    assert (image.width(), image.height()) == (420, 900)
+    saved = render_panels(tmp_path, width=440)
+    assert set(saved) == {"panel", *SECTIONS}
+    images = {name: qt.QImage(str(path)) for name, path in saved.items()}
+    assert len({images[section].width() for section in SECTIONS}) == 1
+    assert images["panel"].width() >= max(440, images["denoise"].width())
+    assert images["panel"].height() > sum(images[section].height() for section in SECTIONS) * 0.9
 
 
 @pytest.fixture
@@ -352,6 +356,8 @@ def test_adaptation_runs_in_a_background_process_and_its_profile_is_selectable_a
     widget.ui.baseModelComboBox.setCurrentIndex(widget.ui.baseModelComboBox.findText("tiny"))
     steps = []
     widget.ui.adaptProgressBar.valueChanged.connect(steps.append)
+    for item in widget.methodItems():
+        item.setCheckState(qt.Qt.Checked if item.text() in ("input", "gaussian") else qt.Qt.Unchecked)
     start_adaptation(widget, node, "scanner-b", steps=3)
     job_dir = widget._adaptation.jobDir
     assert widget.ui.cancelAdaptButton.isEnabled() and not widget.ui.startAdaptButton.isEnabled()
@@ -363,6 +369,7 @@ def test_adaptation_runs_in_a_background_process_and_its_profile_is_selectable_a
     assert widget.ui.modelComboBox.itemText(widget.ui.modelComboBox.currentIndex()) == "scanner-b"
     assert widget._parameterNode.modelName == "scanner-b"
     assert "scanner-b" in [item.text() for item in widget.methodItems()]
+    assert widget.checkedMethods() == ["input", "gaussian"]  # the user's ticks survive the new profile
     assert "adapted from tiny" in widget.ui.modelComboBox.itemData(widget.ui.modelComboBox.currentIndex(),
                                                                    qt.Qt.ToolTipRole)
     assert not job_dir.exists()  # the job folder is removed
