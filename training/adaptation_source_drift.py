@@ -1,13 +1,14 @@
 """How much the product's adaptation (phantom source pairs + unlabeled target) moves the shipped model on its own,
 labelled source domain: adapt to unlabeled L109 (Definition Flash, B30, 100 kVp) and measure Mayo D45 L286.
 
-    python -m training.adaptation_source_drift --adversarial-weight 0.05 --steps 100
+    python -m training.adaptation_source_drift --steps 100 '{"adversarial_weight": 0.05}'
 
 L286 is not the target, so this measures harm, not gain: a model that keeps its D45 accuracy while adapting is the
 "does no harm" half of the evaluation. Prints the loss terms every tenth of the run and the window PSNR before/after.
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -31,8 +32,7 @@ def window_psnr(model: torch.nn.Module, low_dose: np.ndarray, full_dose: np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--adversarial-weight", type=float, default=0.05)
-    parser.add_argument("--anchor-weight", type=float, default=0.1)
+    parser.add_argument("overrides", nargs="?", default="{}", help="AdaptationConfig fields as JSON")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -41,12 +41,10 @@ def main() -> None:
     target = read_series(DATA / "target_unlabeled" / "L109_QD_3mm_B30").hu[::8][:12]
     low = read_series(DATA / "paired" / "D45_3mm" / "L286" / "quarter").hu
     full = read_series(DATA / "paired" / "D45_3mm" / "L286" / "full").hu
-    config = AdaptationConfig(steps=args.steps, adversarial_weight=args.adversarial_weight,
-                              anchor_weight=args.anchor_weight, device="cpu")
+    config = AdaptationConfig(steps=args.steps, device="cpu", **json.loads(args.overrides))
     tic = time.perf_counter()
     result = adapt(model, [target], config, source=phantom_source_bank())
-    print(f"adversarial weight {args.adversarial_weight}, anchor {args.anchor_weight}: {args.steps} steps in "
-          f"{time.perf_counter() - tic:.0f} s")
+    print(f"{args.overrides}: {args.steps} steps in {time.perf_counter() - tic:.0f} s")
     for row in result.history[::max(1, args.steps // 10)]:
         print(row["step"], {key: f"{value:.2e}" for key, value in row.items() if key != "step"})
     print(f"L286 D45 window PSNR: {DEFAULT_MODEL} {window_psnr(model, low, full):.2f} dB, adapted "

@@ -183,9 +183,23 @@ def test_adapt_is_deterministic_on_the_cpu(tiny_case):
     assert other.history != first.history
 
 
+def test_monitor_sees_the_model_in_eval_mode_every_n_steps_and_its_numbers_join_the_history(tiny_case):
+    targets, pairs = tiny_case
+    seen = []
+
+    def monitor(model):
+        seen.append((model.training, torch.is_grad_enabled()))
+        return {"target_psnr": 30.0 + len(seen)}
+
+    result = quiet_adapt(CPCE2D(), targets, tiny_config(steps=4), pairs, monitor=monitor, monitor_every=2)
+    assert seen == [(False, False), (False, False)]
+    assert [row.get("target_psnr") for row in result.history] == [None, 31.0, None, 32.0]
+
+
 @pytest.mark.parametrize("overrides", [dict(mask="none"), dict(mask="fixed"), dict(mask="bernoulli"),
                                        dict(mask_learner="denoiser", mask_binary=True, gan_loss="lsgan",
-                                            discriminator_real="source_reference", anchor_weight=0.0)])
+                                            discriminator_real="source_reference", anchor_weight=0.0),
+                                       dict(critic_scale_hu=100.0)])
 def test_adapt_runs_every_ablation_variant(tiny_case, overrides):
     targets, pairs = tiny_case
     result = quiet_adapt(CPCE2D(), targets, tiny_config(steps=2, **overrides), pairs)

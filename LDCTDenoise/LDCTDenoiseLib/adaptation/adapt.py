@@ -53,7 +53,7 @@ from torch.nn import functional as F
 from .. import __version__
 from ..errors import LDCTDenoiseError
 from ..inference import select_device
-from ..normalization import hu_to_model
+from ..normalization import HU_RANGE, hu_to_model
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .discriminator import GAN_LOSSES, AlignmentDiscriminator, discriminator_loss, generator_loss
 from .frequency_mask import MASK_KINDS, FrequencyMask, apply_mask
@@ -95,6 +95,7 @@ class AdaptationConfig:
     mask_learner: str = "discriminator"
     discriminator_real: str = "source_output"
     gan_loss: str = "bce"
+    critic_scale_hu: float = 0.0
     perceptual_weights: Optional[str] = None
     perceptual_layer: int = DEFAULT_LAYER
     source_slices: int = 8
@@ -115,7 +116,7 @@ class AdaptationConfig:
             raise LDCTDenoiseError(f"Adaptation needs steps >= 1, batch_size >= 1 and patch_size >= 16, got "
                                    f"{self.steps}, {self.batch_size}, {self.patch_size}.")
         weights = (self.learning_rate, self.discriminator_learning_rate, self.encoder_learning_rate, self.lambda_rec,
-                   self.lambda_per, self.adversarial_weight, self.anchor_weight, self.kl_weight)
+                   self.lambda_per, self.adversarial_weight, self.anchor_weight, self.kl_weight, self.critic_scale_hu)
         if min(weights) < 0.0:
             raise LDCTDenoiseError("Adaptation learning rates and loss weights must not be negative.")
 
@@ -158,14 +159,17 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
           config: Optional[AdaptationConfig] = None,
           source: Optional[SourcePairs | tuple[np.ndarray, np.ndarray]] = None,
           progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
-          on_step: Optional[Callable[[dict], None]] = None) -> AdaptationResult:
+          on_step: Optional[Callable[[dict], None]] = None,
+          monitor: Optional[Callable[[torch.nn.Module], dict]] = None, monitor_every: int = 0) -> AdaptationResult:
     """Adapt a copy of ``model`` to the unlabeled ``target_volumes`` (float32 HU, (z, y, x)); ``model`` is untouched.
 
     ``source`` gives explicit (low-dose, normal-dose) HU pairs; without it the phantom bank of ``source.py`` is built
     (or read from its cache; build it beforehand with :func:`phantom_source_bank` to show that step's progress).
     ``progress(step, steps)`` is called after every step and ``cancel()`` checked before each one
-    (:class:`CancelledError`); ``on_step(row)`` receives each step's losses, for a live loss curve. Runs on CUDA
-    when present (``config.device``); on the CPU a seed gives one result.
+    (:class:`CancelledError`); ``on_step(row)`` receives each step's losses, for a live loss curve.
+    ``monitor(denoiser)`` (eval mode, no gradients) runs every ``monitor_every`` steps and its numbers join that
+    step's row, so research runs can follow a labelled metric along the run. Runs on CUDA when present
+    (``config.device``); on the CPU a seed gives one result.
     """
     config = config or AdaptationConfig()
     targets = checked_target_volumes(target_volumes, config.patch_size)
@@ -205,7 +209,11 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
     encoder_with_critic = config.mask_learner == "discriminator"
 
     def masked(image: torch.Tensor, frequency_mask: torch.Tensor) -> torch.Tensor:
-        return image if config.mask == "none" else apply_mask(image, frequency_mask)
+        """What the critic sees: the masked image, optionally as texture in units of ``critic_scale_hu``."""
+        image = image if config.mask == "none" else apply_mask(image, frequency_mask)
+        if config.critic_scale_hu > 0:
+            image = (image - image.mean(dim=(-2, -1), keepdim=True)) * (HU_RANGE / config.critic_scale_hu)
+        return image
 
     lambda_per = config.lambda_per if perceptual is not None else 0.0
 
@@ -259,6 +267,11 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
                   "perceptual": perceptual_loss, "anchor": anchor_loss, "discriminator": critic_loss, "kl": kl,
                   "mask_keep": pair_mask.mean()}
         history.append({"step": step, **{key: value.item() for key, value in losses.items()}})
+        if monitor is not None and monitor_every > 0 and step % monitor_every == 0:
+            denoiser.eval()
+            with torch.no_grad():
+                history[-1].update(monitor(denoiser))
+            denoiser.train()
         if on_step is not None:
             on_step(history[-1])
         report(progress, step, config.steps)
