@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .comparison import comparison_metrics, parse_roi, run_methods, write_comparison
-from .dicom_reader import CTVolume, read_series
-from .dicom_writer import write_derived_series
+from .dicom_reader import CTVolume, open_series, read_series
+from .dicom_writer import write_derived_series, write_processed_series
 from .errors import LDCTDenoiseError, SeriesSelectionError
 from .methods import INPUT, ModelDenoiser, available_methods
 from .metrics import Roi
@@ -71,18 +71,23 @@ def _read(args: argparse.Namespace, bars: ProgressBars, path: Path, series: Opti
 
 
 def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
+    """Stream the series through the model a batch at a time: memory is bounded by the batch, not the series."""
     registry = ModelRegistry()
     model = ModelDenoiser(args.model, registry, args.device, args.batch_size)
-    volume = _read(args, bars, args.input, args.series, "input")
+    series = open_series(args.input, args.series)
+    for warning in series.warnings:
+        _say(args, f"warning: {args.input}: {warning}")
     tic = time.perf_counter()
-    denoised = model(volume.hu, progress=bars(f"denoise ({args.model})"))
+    files = write_processed_series(series, model, args.output, batch_size=args.batch_size,
+                                   derivation_description=model.derivation(),
+                                   series_description_suffix=f" [LDCTDenoise {args.model}]",
+                                   progress=bars(f"read, denoise ({args.model}), write"))
     seconds = time.perf_counter() - tic
-    files = write_derived_series(volume, denoised, args.output, derivation_description=model.derivation(),
-                                 series_description_suffix=f" [LDCTDenoise {args.model}]", progress=bars("write"))
     bars.close()
-    rate = volume.hu.shape[0] / seconds if seconds > 0 else float("inf")
-    print(f"Denoised {volume.hu.shape[0]} slices of '{volume.description}' with {args.model} in {seconds:.1f} s "
-          f"({rate:.1f} slices/s); wrote {len(files)} files to {args.output}")
+    n_slices = series.shape[0]
+    rate = n_slices / seconds if seconds > 0 else float("inf")
+    print(f"Denoised {n_slices} slices of '{series.description}' with {args.model} in {seconds:.1f} s "
+          f"({rate:.1f} slices/s, reading and writing included); wrote {len(files)} files to {args.output}")
     return 0
 
 

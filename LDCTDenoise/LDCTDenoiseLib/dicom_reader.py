@@ -1,16 +1,17 @@
 """Read one CT series from DICOM files into a float32 HU volume with its geometry and source headers.
 
 Headers are read once without pixels to group files by series and sort slices along the slice normal; only the
-chosen series' pixels are decoded afterwards. Every problem that would make the HU values or the slice order wrong
-raises :class:`DicomInputError` naming the file; problems a per-slice denoiser tolerates (gantry tilt, uneven
-spacing) become warnings. Reading never writes to the input files.
+chosen series' pixels are decoded afterwards, all at once (:func:`read_series`) or a few slices at a time
+(:func:`open_series`, so that a long series streams through in memory bounded by the batch). Every problem that
+would make the HU values or the slice order wrong raises :class:`DicomInputError` naming the file; problems a
+per-slice denoiser tolerates (gantry tilt, uneven spacing) become warnings. Reading never writes to the input files.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ class CTVolume:
     gantry_tilt_deg: float
     uneven_spacing: bool
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(z, y, x), as :attr:`SeriesLayout.shape`: what the writer needs from either."""
+        return self.hu.shape
+
 
 @dataclass
 class _Slice:
@@ -74,6 +80,41 @@ class _Slice:
     tilt_tag: float
 
 
+@dataclass
+class SeriesLayout:
+    """A checked CT series without its pixels: what :class:`CTVolume` holds besides ``hu``, and ``shape``.
+
+    :meth:`read` decodes any run of slices on demand, so a caller can stream a long series a batch at a time.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+    slice_positions: np.ndarray
+    series_uid: str
+    description: str
+    source_files: list[Path]
+    frame_indices: list[int | None]
+    headers: list[pydicom.Dataset]
+    warnings: list[str]
+    gantry_tilt_deg: float
+    uneven_spacing: bool
+    slices: list[_Slice] = field(repr=False)
+    # Decoded multi-frame objects whose later frames a following read needs: each file is decoded once as long as
+    # reads go forward, and nothing is kept past its last frame.
+    _decoded: dict[Path, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+
+    def read(self, start: int, stop: int, cancel: CancelCheck | None = None) -> np.ndarray:
+        """HU of slices ``start`` to ``stop`` (slice order), equal to ``read_series(...).hu[start:stop]``."""
+        hu = _read_pixels(self.slices[start:stop], None, cancel, self._decoded)
+        if self._decoded:
+            later = {s.path for s in self.slices[stop:]}
+            for path in [path for path in self._decoded if path not in later]:
+                del self._decoded[path]
+        return hu
+
+
 def list_series(paths: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
     """List the series in the given files and folders (folders are searched recursively)."""
     return [info for info, _ in _scan(paths, None)]
@@ -86,6 +127,17 @@ def read_series(
     cancel: CancelCheck | None = None,
 ) -> CTVolume:
     """Read one CT series as HU; ``series_uid`` picks it when the input holds several."""
+    layout = open_series(paths, series_uid, cancel)
+    hu = _read_pixels(layout.slices, progress, cancel)
+    return CTVolume(hu=hu, **{f.name: getattr(layout, f.name) for f in fields(CTVolume) if f.name != "hu"})
+
+
+def open_series(
+    paths: str | Path | Sequence[str | Path],
+    series_uid: str | None = None,
+    cancel: CancelCheck | None = None,
+) -> SeriesLayout:
+    """Find, check and sort one CT series as :func:`read_series` does (same errors and warnings), decoding no pixels."""
     found = _scan(paths, cancel)
     if series_uid is None:
         if len(found) > 1:
@@ -104,15 +156,14 @@ def read_series(
 
     slices = _sorted_slices(headers)
     warnings, tilt, uneven, spacing_z, positions = _check_geometry(slices)
-    hu = _read_pixels(slices, progress, cancel)
 
     first = slices[0]
     row_dir, col_dir = first.orientation[:3], first.orientation[3:]
     direction = np.column_stack([row_dir, col_dir, np.cross(row_dir, col_dir)])
     # PixelSpacing is (row spacing = along y, column spacing = along x).
     spacing = (spacing_z, first.pixel_spacing[0], first.pixel_spacing[1])
-    return CTVolume(
-        hu=hu,
+    return SeriesLayout(
+        shape=(len(slices), int(first.header.Rows), int(first.header.Columns)),
         spacing=tuple(float(s) for s in spacing),
         origin=tuple(float(p) for p in first.position),
         direction=direction,
@@ -125,6 +176,7 @@ def read_series(
         warnings=warnings,
         gantry_tilt_deg=tilt,
         uneven_spacing=uneven,
+        slices=slices,
     )
 
 
@@ -378,9 +430,15 @@ def _where(path: Path, frame: int | None) -> str:
 
 
 def _read_pixels(
-    slices: list[_Slice], progress: ProgressCallback | None, cancel: CancelCheck | None
+    slices: list[_Slice],
+    progress: ProgressCallback | None,
+    cancel: CancelCheck | None,
+    decoded: dict[Path, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Decode each file once and place its frames in sorted order, applying each slice's rescale."""
+    """Decode each file once and place its frames in the given order, applying each slice's rescale.
+
+    ``decoded`` caches the checked pixels of multi-frame files across calls (the caller prunes it).
+    """
     rows, cols = int(slices[0].header.Rows), int(slices[0].header.Columns)
     hu = np.empty((len(slices), rows, cols), dtype=np.float32)
     by_file: dict[Path, list[int]] = {}
@@ -390,13 +448,12 @@ def _read_pixels(
     done = 0
     for path, indices in by_file.items():
         check_cancel(cancel)
-        pixels = _decode(path)
         header = slices[indices[0]].header
-        expected = (_n_frames(header), rows, cols) if _is_enhanced(header) else (rows, cols)
-        if pixels.ndim == 2 and len(expected) == 3:
-            pixels = pixels[np.newaxis]
-        if pixels.shape != expected:
-            raise DicomInputError(f"{path}: pixel data has shape {pixels.shape}, the header says {expected}")
+        pixels = None if decoded is None else decoded.get(path)
+        if pixels is None:
+            pixels = _checked_pixels(path, header, rows, cols)
+            if decoded is not None and _is_enhanced(header):
+                decoded[path] = pixels
         for index in indices:
             s = slices[index]
             frame = pixels if s.frame is None else pixels[s.frame]
@@ -404,6 +461,17 @@ def _read_pixels(
         done += len(indices)
         report(progress, done, len(slices))
     return hu
+
+
+def _checked_pixels(path: Path, header: pydicom.Dataset, rows: int, cols: int) -> np.ndarray:
+    """The stored values of one file, (frames, rows, cols) for an Enhanced object, checked against its header."""
+    pixels = _decode(path)
+    expected = (_n_frames(header), rows, cols) if _is_enhanced(header) else (rows, cols)
+    if pixels.ndim == 2 and len(expected) == 3:
+        pixels = pixels[np.newaxis]
+    if pixels.shape != expected:
+        raise DicomInputError(f"{path}: pixel data has shape {pixels.shape}, the header says {expected}")
+    return pixels
 
 
 def _decode(path: Path) -> np.ndarray:

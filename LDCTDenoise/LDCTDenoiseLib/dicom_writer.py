@@ -5,6 +5,10 @@ series and instance UIDs, DERIVED image type, the derivation description, a new 
 soft-tissue window, and the pixels (stored with the source's rescale, uncompressed). Everything is written into a
 hidden sibling folder that is renamed to the output folder only when complete, so a failure or a cancel leaves
 nothing behind.
+
+:func:`write_derived_series` writes a volume held in memory; :func:`write_processed_series` reads, processes and
+writes a series a batch of slices at a time, so that a long series never has to fit in memory. Both write through
+:class:`DerivedSeriesWriter` and give the same files.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ import datetime
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Protocol
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from .dicom_reader import CTVolume, slice_attribute
+from .dicom_reader import CTVolume, SeriesLayout, slice_attribute
 from .errors import LDCTDenoiseError
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 
@@ -31,6 +38,7 @@ WINDOW_CENTER, WINDOW_WIDTH = 40, 400
 SERIES_NUMBER_OFFSET = 1000
 MAX_INTEGER_STRING = 2**31 - 1  # IS values must fit a signed 32-bit integer
 MAX_LO, MAX_ST = 64, 1024  # value lengths of SeriesDescription (LO) and DerivationDescription (ST)
+_NOT_FINITE = "the volume to write contains NaN or infinite values; nothing was written"
 # Elements that describe the old encoding or the old pixel values and would be wrong in the output.
 _STALE_KEYWORDS = (
     "SmallestImagePixelValue",
@@ -40,6 +48,15 @@ _STALE_KEYWORDS = (
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
 )
+
+
+class SourceSeries(Protocol):
+    """What the writer needs of the source series: a :class:`CTVolume` or a :class:`SeriesLayout`."""
+
+    shape: tuple[int, ...]
+    source_files: list[Path]
+    frame_indices: list[int | None]
+    headers: list[pydicom.Dataset]
 
 
 def write_derived_series(
@@ -58,39 +75,155 @@ def write_derived_series(
     if hu.shape != volume.hu.shape:
         raise LDCTDenoiseError(f"the volume to write has shape {hu.shape}, the source series {volume.hu.shape}")
     if not np.all(np.isfinite(hu)):
-        raise LDCTDenoiseError("the volume to write contains NaN or infinite values; nothing was written")
-    out_dir = Path(out_dir).absolute()
-    _check_destination(out_dir, volume.source_files)
-
-    objects = _group_by_source(volume)
-    series = _SeriesValues(volume, derivation_description, series_description_suffix, series_number)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
-    staging.mkdir()
-    try:
-        names, done = [], 0
-        for number, indices in enumerate(objects, start=1):
+        raise LDCTDenoiseError(_NOT_FINITE)
+    with DerivedSeriesWriter(
+        volume,
+        out_dir,
+        derivation_description=derivation_description,
+        series_description_suffix=series_description_suffix,
+        series_number=series_number,
+    ) as writer:
+        done = 0
+        for indices in writer.objects:
             check_cancel(cancel)
-            dataset = _derived_dataset(volume, hu, indices, series)
-            name = f"{number:05d}.dcm"
-            _save(dataset, staging / name)
-            names.append(name)
+            writer.add(indices, [hu[index] for index in indices])
             done += len(indices)
             report(progress, done, hu.shape[0])
         check_cancel(cancel)
-        if out_dir.exists():
-            out_dir.rmdir()  # an empty folder the caller made; checked empty above
-        os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return [out_dir / name for name in names]
+        return writer.commit()
+
+
+def write_processed_series(
+    series: SeriesLayout,
+    process: Callable[[np.ndarray], np.ndarray],
+    out_dir: str | Path,
+    *,
+    batch_size: int,
+    derivation_description: str,
+    series_description_suffix: str = " [LDCTDenoise]",
+    series_number: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> list[Path]:
+    """Read ``batch_size`` slices, ``process`` them (HU (b, y, x) in and out), write them; repeat to the end.
+
+    Memory holds one batch, never the series; only a multi-frame object is held whole (its decoded input and its
+    stored output) until its last frame is processed, since it is one file. When ``process`` works slice by slice,
+    or in batches of ``batch_size`` aligned with these, the files equal those of ``read_series`` +
+    ``process(volume.hu)`` + :func:`write_derived_series`.
+    """
+    if batch_size < 1:
+        raise LDCTDenoiseError(f"Batch size must be at least 1, got {batch_size}.")
+    n_slices = series.shape[0]
+    with DerivedSeriesWriter(
+        series,
+        out_dir,
+        derivation_description=derivation_description,
+        series_description_suffix=series_description_suffix,
+        series_number=series_number,
+    ) as writer:
+        report(progress, 0, n_slices)
+        for start in range(0, n_slices, batch_size):
+            check_cancel(cancel)
+            stop = min(start + batch_size, n_slices)
+            writer.add(range(start, stop), process(series.read(start, stop, cancel)))
+            report(progress, stop, n_slices)
+        check_cancel(cancel)
+        return writer.commit()
+
+
+class DerivedSeriesWriter:
+    """A derived series written object by object as its slices arrive, in any order, into a hidden staging folder.
+
+    Use it as a context manager: :meth:`commit` renames the staging folder to ``out_dir`` once every object is
+    written; leaving the block without a commit (an error, a cancel, Ctrl-C) removes it, so nothing is left behind.
+    The destination is checked on construction, before anything is written.
+    """
+
+    def __init__(
+        self,
+        source: SourceSeries,
+        out_dir: str | Path,
+        *,
+        derivation_description: str,
+        series_description_suffix: str = " [LDCTDenoise]",
+        series_number: int | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir).absolute()
+        _check_destination(self.out_dir, source.source_files)
+        self.source = source
+        self.objects = _group_by_source(source)
+        self._object_of = {index: number for number, indices in enumerate(self.objects) for index in indices}
+        # Stored values of the slices of objects not yet complete, by object number then slice index.
+        self._pending: dict[int, dict[int, np.ndarray]] = {}
+        self._written = 0
+        self._series = _SeriesValues(source, derivation_description, series_description_suffix, series_number)
+        self._staging: Path | None = None
+
+    def __enter__(self) -> DerivedSeriesWriter:
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._staging = self.out_dir.parent / f".{self.out_dir.name}.{uuid.uuid4().hex}.partial"
+        self._staging.mkdir()
+        return self
+
+    def __exit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._staging is not None:  # not committed
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+    def add(self, indices: Iterable[int], hu: Iterable[np.ndarray]) -> None:
+        """Take processed slices (HU, by slice index) and write every object whose slices are now all in."""
+        if self._staging is None:
+            raise LDCTDenoiseError("the writer is not open; use it in a with block")
+        for index, slice_hu in zip(indices, hu, strict=True):
+            slice_hu = np.asarray(slice_hu)
+            if slice_hu.shape != tuple(self.source.shape[1:]):
+                raise LDCTDenoiseError(
+                    f"slice {index + 1} to write has shape {slice_hu.shape}, the source series "
+                    f"{tuple(self.source.shape[1:])}"
+                )
+            if not np.all(np.isfinite(slice_hu)):
+                raise LDCTDenoiseError(_NOT_FINITE)
+            number = self._object_of[index]
+            pending = self._pending.setdefault(number, {})
+            pending[index] = _stored_values(slice_hu, self.source, index)
+            indices_of_object = self.objects[number]
+            if len(pending) == len(indices_of_object):
+                stored = [pending[i] for i in indices_of_object]
+                dataset = _derived_dataset(self.source, indices_of_object, stored, self._series)
+                _save(dataset, self._staging / _file_name(number))
+                del self._pending[number]
+                self._written += 1
+
+    def commit(self) -> list[Path]:
+        """Move the complete series into place; the files in slice order of their first slice."""
+        if self._staging is None:
+            raise LDCTDenoiseError("the writer is not open; use it in a with block")
+        if self._written != len(self.objects):
+            raise LDCTDenoiseError(
+                f"only {self._written} of the {len(self.objects)} objects of the series were written; "
+                f"nothing was written"
+            )
+        if self.out_dir.exists():
+            self.out_dir.rmdir()  # an empty folder the caller made; checked empty above
+        os.rename(self._staging, self.out_dir)
+        self._staging = None
+        return [self.out_dir / _file_name(number) for number in range(len(self.objects))]
+
+
+def _file_name(number: int) -> str:
+    return f"{number + 1:05d}.dcm"
 
 
 class _SeriesValues:
     """Values shared by every instance of the derived series."""
 
-    def __init__(self, volume: CTVolume, derivation: str, suffix: str, series_number: int | None) -> None:
+    def __init__(self, volume: SourceSeries, derivation: str, suffix: str, series_number: int | None) -> None:
         first = volume.headers[0]
         self.series_uid = generate_uid()
         # An anonymised source may have emptied the study UID; a generated one keeps the output valid DICOM.
@@ -123,7 +256,7 @@ def _check_destination(out_dir: Path, sources: list[Path]) -> None:
             raise LDCTDenoiseError(f"{out_dir}: the output folder exists and is not empty; nothing is overwritten")
 
 
-def _group_by_source(volume: CTVolume) -> list[list[int]]:
+def _group_by_source(volume: SourceSeries) -> list[list[int]]:
     """Slice indices per output object, in slice order: one per single-frame slice, one per multi-frame source.
 
     Volumes made in memory (the phantom) have no source files; each of their slices becomes its own object.
@@ -135,7 +268,10 @@ def _group_by_source(volume: CTVolume) -> list[list[int]]:
     return list(groups.values())
 
 
-def _derived_dataset(volume: CTVolume, hu: np.ndarray, indices: list[int], series: _SeriesValues) -> Dataset:
+def _derived_dataset(
+    volume: SourceSeries, indices: list[int], stored: Sequence[np.ndarray], series: _SeriesValues
+) -> Dataset:
+    """The output object of the slices ``indices`` (one source object), ``stored`` holding their stored values."""
     source = volume.headers[indices[0]]
     frames = [volume.frame_indices[i] for i in indices]
     enhanced = frames[0] is not None
@@ -163,17 +299,17 @@ def _derived_dataset(volume: CTVolume, hu: np.ndarray, indices: list[int], serie
         reference = Dataset()
         reference.ReferencedSOPClassUID = sop_class
         reference.ReferencedSOPInstanceUID = source_instance
-        dataset.SourceImageSequence = Sequence([reference])
+        dataset.SourceImageSequence = DicomSequence([reference])
 
     if enhanced:
         _update_functional_groups(dataset)
         order = np.argsort(frames)
         if not np.array_equal(np.sort(frames), np.arange(int(dataset.get("NumberOfFrames", 1) or 1))):
             raise LDCTDenoiseError(f"{volume.source_files[indices[0]]}: the volume does not hold every frame")
-        pixels = np.stack([_stored_values(hu[indices[k]], dataset, volume, indices[k]) for k in order])
+        pixels = np.stack([stored[k] for k in order])
     else:
         dataset.WindowCenter, dataset.WindowWidth = WINDOW_CENTER, WINDOW_WIDTH
-        pixels = _stored_values(hu[indices[0]], dataset, volume, indices[0])
+        pixels = stored[0]
 
     dataset.SamplesPerPixel = 1
     dataset.PhotometricInterpretation = "MONOCHROME2"
@@ -204,7 +340,7 @@ def _update_functional_groups(dataset: Dataset) -> None:
     """Mark frames DERIVED and set the soft-tissue window where Enhanced CT keeps them: in the functional groups."""
     shared = dataset.get("SharedFunctionalGroupsSequence")
     if not shared:
-        dataset.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+        dataset.SharedFunctionalGroupsSequence = DicomSequence([Dataset()])
         shared = dataset.SharedFunctionalGroupsSequence
     has_window = False
     for group in [*shared, *dataset.get("PerFrameFunctionalGroupsSequence", [])]:
@@ -219,16 +355,19 @@ def _update_functional_groups(dataset: Dataset) -> None:
     if not has_window:
         window = Dataset()
         window.WindowCenter, window.WindowWidth = WINDOW_CENTER, WINDOW_WIDTH
-        shared[0].FrameVOILUTSequence = Sequence([window])
+        shared[0].FrameVOILUTSequence = DicomSequence([window])
 
 
-def _stored_values(hu: np.ndarray, dataset: Dataset, volume: CTVolume, index: int) -> np.ndarray:
-    """HU back to the source's stored values: same rescale, rounded, clipped to the stored bit depth."""
+def _stored_values(hu: np.ndarray, volume: SourceSeries, index: int) -> np.ndarray:
+    """HU back to the source's stored values: same rescale, rounded, clipped to the stored bit depth.
+
+    The derived object keeps the source's pixel module, so the source header gives the stored type.
+    """
     header, frame = volume.headers[index], volume.frame_indices[index]
     slope = float(slice_attribute(header, frame, "PixelValueTransformationSequence", "RescaleSlope"))
     intercept = float(slice_attribute(header, frame, "PixelValueTransformationSequence", "RescaleIntercept"))
-    bits_allocated, bits_stored = int(dataset.BitsAllocated), int(dataset.get("BitsStored", dataset.BitsAllocated))
-    signed = int(dataset.get("PixelRepresentation", 0)) == 1
+    bits_allocated, bits_stored = int(header.BitsAllocated), int(header.get("BitsStored", header.BitsAllocated))
+    signed = int(header.get("PixelRepresentation", 0)) == 1
     low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2**bits_stored - 1)
     dtype = np.dtype(f"{'i' if signed else 'u'}{bits_allocated // 8}")
     stored = np.rint((hu.astype(np.float64) - intercept) / slope)

@@ -167,3 +167,45 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def write_interleaved_enhanced_series(folder: Path, hu: np.ndarray) -> list[Path]:
+    """Two Enhanced CT objects of one series whose frames alternate along z (even slices in the first, odd in the
+    second), so that every run of slices needs frames of both files."""
+    first = write_enhanced_ct(folder / "even.dcm", hu[0::2], z_step=3.0)
+    second = write_enhanced_ct(folder / "odd.dcm", hu[1::2], z_step=3.0)
+    ds, reference = pydicom.dcmread(second), pydicom.dcmread(first, stop_before_pixels=True)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        setattr(ds, keyword, reference[keyword].value)
+    for group in ds.PerFrameFunctionalGroupsSequence:
+        position = group.PlanePositionSequence[0].ImagePositionPatient
+        position[2] = float(position[2]) + 1.5
+    return [first, save(ds, second)]
+
+
+# Elements that differ between two writes of the same derived series: new UIDs (random, so of varying length, which
+# the file meta group length follows) and the time of writing.
+_PER_WRITE_KEYWORDS = {"SOPInstanceUID", "SeriesInstanceUID", "MediaStorageSOPInstanceUID",
+                       "FileMetaInformationGroupLength", "ContentDate", "ContentTime"}
+
+
+def assert_same_derived_series(paths: Sequence[Path], other_paths: Sequence[Path]) -> None:
+    """Two writes of one derived series hold the same files, pixels and headers, and UIDs of the same structure:
+    one series UID each, a new SOP instance UID per file, the file meta matching the dataset."""
+    assert [p.name for p in paths] == [p.name for p in other_paths]
+    series_uids = set()
+    for path, other_path in zip(paths, other_paths, strict=True):
+        ds, other = pydicom.dcmread(path), pydicom.dcmread(other_path)
+        np.testing.assert_array_equal(ds.pixel_array, other.pixel_array)
+        assert ds.PixelData == other.PixelData
+        for dataset in (ds, other):
+            assert dataset.file_meta.MediaStorageSOPInstanceUID == dataset.SOPInstanceUID
+        assert ds.SOPInstanceUID != other.SOPInstanceUID
+        series_uids.add((ds.SeriesInstanceUID, other.SeriesInstanceUID))
+        for a, b in ((ds, other), (ds.file_meta, other.file_meta)):
+            assert [e.tag for e in a] == [e.tag for e in b]
+            for element in a:
+                if element.keyword not in _PER_WRITE_KEYWORDS:
+                    assert element.value == b[element.tag].value, (path.name, element.keyword)
+    assert len(series_uids) == 1
+    assert len({uid for pair in series_uids for uid in pair}) == 2

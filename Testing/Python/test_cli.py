@@ -11,10 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from dicom_factory import phantom_hu, snapshot, write_ct_series
+from dicom_factory import (assert_same_derived_series, phantom_hu, snapshot, write_ct_series,
+                           write_enhanced_ct)
 from LDCTDenoiseLib.cli import main
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.dicom_reader import read_series
+from LDCTDenoiseLib.dicom_writer import write_derived_series
+from LDCTDenoiseLib.methods import ModelDenoiser
 from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, save_model
 
 
@@ -51,6 +54,38 @@ def test_denoise_writes_a_derived_series_with_the_input_geometry(profile, series
     assert header.SeriesDescription.endswith("[LDCTDenoise tiny]")
     assert list(header.ImageType)[:2] == ["DERIVED", "SECONDARY"]
     assert "Denoised 5 slices" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("enhanced", [False, True], ids=["single-frame", "enhanced"])
+def test_denoise_streams_the_same_files_as_the_whole_volume_path(profile, tmp_path, enhanced):
+    """Slices of 260² (9 CPU tiles each, so tile groups span slices) in batches of 2 with a last batch of 1: the
+    streamed command writes what reading everything, denoising the volume and writing it would."""
+    hu = phantom_hu(n_slices=3, size=260, seed=4)
+    folder = tmp_path / "input"
+    if enhanced:
+        write_enhanced_ct(folder / "enhanced.dcm", hu)
+    else:
+        write_ct_series(folder, hu)
+    out = tmp_path / "out"
+    assert main(["denoise", str(folder), str(out), "--model", profile, "--device", "cpu", "--batch-size", "2",
+                 "--quiet"]) == 0
+    model = ModelDenoiser(profile, device="cpu", batch_size=2)
+    volume = read_series(folder)
+    whole = write_derived_series(volume, model(volume.hu), tmp_path / "whole",
+                                 derivation_description=model.derivation(),
+                                 series_description_suffix=f" [LDCTDenoise {profile}]")
+    assert_same_derived_series(whole, sorted(out.iterdir()))
+
+
+def test_an_unreadable_slice_midway_stops_denoise_and_leaves_nothing(profile, tmp_path, capsys):
+    folder = tmp_path / "input"
+    paths = write_ct_series(folder, phantom_hu(n_slices=5, size=40))
+    paths[3].write_bytes(paths[3].read_bytes()[:-700])  # the header reads, the pixels do not: found mid-stream
+    before = snapshot(folder)
+    out = tmp_path / "out"
+    assert main(["denoise", str(folder), str(out), "--model", profile, "--batch-size", "1", "--quiet"]) == 2
+    assert f"{paths[3].name}: cannot decode the pixel data" in capsys.readouterr().err
+    assert snapshot(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["input", "profiles"]
 
 
 def test_several_series_are_listed_and_one_must_be_chosen(profile, series, tmp_path, capsys):

@@ -5,8 +5,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import phantom_hu, save, snapshot, write_ct_series, write_enhanced_ct
-from LDCTDenoiseLib.dicom_reader import CTVolume, list_series, read_series
+from dicom_factory import (
+    phantom_hu,
+    save,
+    snapshot,
+    write_ct_series,
+    write_enhanced_ct,
+    write_interleaved_enhanced_series,
+)
+from LDCTDenoiseLib import dicom_reader
+from LDCTDenoiseLib.dicom_reader import CTVolume, list_series, open_series, read_series
 from LDCTDenoiseLib.errors import CancelledError, DicomInputError, SeriesSelectionError
 from pydicom.data import get_testdata_file
 from pydicom.uid import ImplicitVRLittleEndian
@@ -133,6 +141,43 @@ def test_progress_and_cancel(series):
     assert calls[-1] == (5, 5) and len(calls) == 5
     with pytest.raises(CancelledError):
         read_series(folder, cancel=lambda: True)
+
+
+@pytest.mark.parametrize("kind", ["single-frame", "enhanced", "interleaved enhanced"])
+def test_open_series_reads_any_run_of_slices_as_read_series_does(tmp_path, monkeypatch, kind):
+    """The streaming reader: same layout and warnings as read_series, batches that add up to its HU, and each file
+    decoded once when reads go forward."""
+    hu = phantom_hu(5, 24, seed=3)
+    if kind == "single-frame":
+        write_ct_series(tmp_path / "in", hu, slope=0.5, signed=True, bits_stored=16)
+    elif kind == "enhanced":
+        write_enhanced_ct(tmp_path / "in" / "enhanced.dcm", hu, slope=2.0, intercept=-2000.0)
+    else:
+        write_interleaved_enhanced_series(tmp_path / "in", hu)
+    before = snapshot(tmp_path / "in")
+    volume = read_series(tmp_path / "in")
+    layout = open_series(tmp_path / "in")
+    assert layout.shape == volume.hu.shape == volume.shape
+    for name in ("spacing", "origin", "series_uid", "description", "source_files", "frame_indices", "warnings",
+                 "gantry_tilt_deg", "uneven_spacing"):
+        assert getattr(layout, name) == getattr(volume, name), name
+    np.testing.assert_array_equal(layout.slice_positions, volume.slice_positions)
+    np.testing.assert_array_equal(layout.direction, volume.direction)
+    assert all("PixelData" not in h for h in layout.headers)
+    decode, decoded = dicom_reader._decode, []
+
+    def counting_decode(path: Path) -> np.ndarray:
+        decoded.append(path)
+        return decode(path)
+
+    monkeypatch.setattr(dicom_reader, "_decode", counting_decode)
+    for batch in (1, 2, 5):
+        decoded.clear()
+        parts = [layout.read(start, min(start + batch, 5)) for start in range(0, 5, batch)]
+        np.testing.assert_array_equal(np.concatenate(parts), volume.hu)
+        assert sorted(decoded) == sorted(set(volume.source_files))
+        assert layout._decoded == {}  # nothing is kept once the last frame of a file is read
+    assert snapshot(tmp_path / "in") == before
 
 
 def test_several_series_must_be_chosen(tmp_path):

@@ -1,13 +1,22 @@
 """Writing derived series: round trips, the tags of a derived series, atomic output and never touching the input."""
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import PYDICOM_3, phantom_hu, snapshot, write_ct_series, write_enhanced_ct
-from LDCTDenoiseLib.dicom_reader import read_series
-from LDCTDenoiseLib.dicom_writer import write_derived_series
+from dicom_factory import (
+    PYDICOM_3,
+    assert_same_derived_series,
+    phantom_hu,
+    snapshot,
+    write_ct_series,
+    write_enhanced_ct,
+    write_interleaved_enhanced_series,
+)
+from LDCTDenoiseLib.dicom_reader import open_series, read_series
+from LDCTDenoiseLib.dicom_writer import write_derived_series, write_processed_series
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 
@@ -194,6 +203,72 @@ def test_enhanced_ct_round_trip(tmp_path):
         return [list(g.PlanePositionSequence[0].ImagePositionPatient) for g in dataset.PerFrameFunctionalGroupsSequence]
 
     assert frame_positions(ds) == frame_positions(pydicom.dcmread(source))
+
+
+# --- streaming: read, process and write a batch at a time ---------------------------------------------------------
+
+
+def brighten(hu: np.ndarray) -> np.ndarray:
+    """A per-slice stand-in for a denoiser whose result needs rounding when stored."""
+    return 0.9 * hu + 3.3
+
+
+def write_input(kind: str, folder: Path) -> None:
+    hu = phantom_hu(5, 24, seed=2)
+    if kind == "single-frame":
+        write_ct_series(folder, hu, slope=0.5, signed=True, bits_stored=16)
+    elif kind == "enhanced":
+        write_enhanced_ct(folder / "enhanced.dcm", hu, slope=2.0, intercept=-2000.0)
+    else:
+        write_interleaved_enhanced_series(folder, hu)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+@pytest.mark.parametrize("kind", ["single-frame", "enhanced", "interleaved enhanced"])
+def test_streamed_series_equals_the_whole_volume_path(tmp_path, kind, batch_size):
+    write_input(kind, tmp_path / "in")
+    before = snapshot(tmp_path / "in")
+    volume = read_series(tmp_path / "in")
+    whole = write_derived_series(volume, brighten(volume.hu), tmp_path / "whole", derivation_description=DERIVATION)
+    calls = []
+    streamed = write_processed_series(open_series(tmp_path / "in"), brighten, tmp_path / "streamed",
+                                      batch_size=batch_size, derivation_description=DERIVATION,
+                                      progress=lambda done, total: calls.append((done, total)))
+    assert snapshot(tmp_path / "in") == before
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5) and len(calls) == 1 + math.ceil(5 / batch_size)
+    assert_same_derived_series(whole, streamed)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["single-frame", "interleaved enhanced"])
+def test_streaming_cancelled_or_failing_midway_leaves_nothing(tmp_path, kind):
+    write_input(kind, tmp_path / "in")
+    before = snapshot(tmp_path / "in")
+    series = open_series(tmp_path / "in")
+    batches = []
+
+    def count(hu: np.ndarray) -> np.ndarray:
+        batches.append(len(hu))
+        return hu
+
+    with pytest.raises(CancelledError):
+        write_processed_series(series, count, tmp_path / "out", batch_size=1, derivation_description=DERIVATION,
+                               cancel=lambda: len(batches) >= 3)
+    assert batches == [1, 1, 1]
+
+    def fail_on_the_third_batch(hu: np.ndarray) -> np.ndarray:
+        if len(batches) == 5:
+            raise OSError("disk full")
+        return count(hu)
+
+    with pytest.raises(OSError, match="disk full"):
+        write_processed_series(series, fail_on_the_third_batch, tmp_path / "out", batch_size=1,
+                               derivation_description=DERIVATION)
+    with pytest.raises(LDCTDenoiseError, match="NaN"):
+        write_processed_series(series, lambda hu: np.where(hu > 1000, np.nan, hu), tmp_path / "out", batch_size=2,
+                               derivation_description=DERIVATION)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    assert snapshot(tmp_path / "in") == before
 
 
 # --- real fixtures -----------------------------------------------------------------------------------------------
