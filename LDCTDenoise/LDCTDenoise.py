@@ -128,7 +128,7 @@ class LDCTDenoiseParameterNode:
     profileName: str = ""
     adaptSteps: Annotated[int, WithinRange(1, 100000)] = 300
     learningRate: Annotated[float, WithinRange(1e-6, 1e-2)] = 5e-5
-    adversarialWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.05
+    adversarialWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0005
     anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
     mask: AdaptMask = AdaptMask.ADAPTIVE
     exportVolume: vtkMRMLScalarVolumeNode

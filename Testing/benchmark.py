@@ -2,6 +2,7 @@
 
     .venv/bin/python Testing/benchmark.py [--json runs/benchmark.json] [--series-slices 300] [--device cpu]
     .venv/bin/python Testing/benchmark.py --series-only   # only the end-to-end series run (a few minutes on a CPU)
+    .venv/bin/python Testing/benchmark.py --adaptation-only   # only the adaptation's speed and gain (minutes)
 
 Prints a table and writes it as JSON. These are measurements, never assertions: the test suite does not time
 anything. Every faster path is also compared with the plain fp32 reference in HU over the body, since a speed-up
@@ -28,6 +29,7 @@ from LDCTDenoiseLib.normalization import hu_to_model, model_to_hu
 from LDCTDenoiseLib.phantom import make_abdomen_phantom
 from LDCTDenoiseLib.simulator import ScanProtocol, simulate_low_dose_volume
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SLICE = 512
 BODY_HU = -500.0
 MEMORY_TARGET_EXTRA_MIB = 1024  # peak RSS target of `denoise`: 2 x the series as float32 + 1 GiB
@@ -196,6 +198,24 @@ def simulator_seconds_per_slice(n_slices: int = 3) -> float:
     return (time.perf_counter() - tic) / n_slices
 
 
+def adaptation_speed_and_gain(steps: int, monitor_every: int, device: str) -> dict:
+    """Steps per second of the product's adaptation (shipped defaults) on one series of a large simulated shift, and
+    the time to 80 % of its final gain (training/adaptation_synthetic_shift.py: target scored every few steps)."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from training.adaptation_synthetic_shift import run
+
+    return run("shipped defaults", steps, {}, monitor_every=monitor_every, device=device)
+
+
+def print_adaptation(adaptation: dict) -> None:
+    gain = adaptation["adapted"] - adaptation["base"]
+    to_80 = adaptation["time_to_80pct_gain_s"]
+    print(f"adaptation (defaults, one 4-slice series of a simulated 10 % dose smooth-kernel scanner): "
+          f"{adaptation['steps_per_s']:.2f} steps/s; window PSNR {adaptation['base']:.2f} -> "
+          f"{adaptation['adapted']:.2f} dB after {adaptation['steps']} steps ({gain:+.2f} dB); "
+          + (f"80 % of the gain after {to_80:.0f} s" if to_80 is not None else "no gain, so no time to 80 %"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, default=Path("runs/benchmark.json"))
@@ -206,9 +226,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", default="", help="comma-separated words: candidates whose name has one are skipped")
     parser.add_argument("--series-only", action="store_true",
                         help="only the end-to-end series run (time and peak memory of `ldct-denoise denoise`)")
+    parser.add_argument("--adaptation-steps", type=int, default=300, help="steps of the adaptation run")
+    parser.add_argument("--adaptation-only", action="store_true", help="only the adaptation's speed and gain")
     args = parser.parse_args(argv)
 
     device = select_device(args.device)
+    monitor_every = max(1, args.adaptation_steps // 15)
+    if args.adaptation_only:
+        report = {"machine": machine_info(device),
+                  "adaptation": adaptation_speed_and_gain(args.adaptation_steps, monitor_every, str(device))}
+        print_adaptation(report["adaptation"])
+        write_report(report, args.json)
+        return
     if args.series_only:
         report = {"machine": machine_info(device),
                   "series_end_to_end": series_end_to_end(args.series_slices, str(device))}
@@ -268,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     report["inference"] = rows
     report["series_end_to_end"] = series_end_to_end(args.series_slices, str(device))
     report["simulator_seconds_per_slice"] = simulator_seconds_per_slice()
-    report["adaptation"] = "not measured: the engine has no adaptation yet (issue 3)"
+    report["adaptation"] = adaptation_speed_and_gain(args.adaptation_steps, monitor_every, str(device))
 
     print(f"{report['machine']['device_name']} ({device}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
@@ -282,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{row['rms_hu']:7.3f} {row['max_hu']:7.2f}")
     print_series(report["series_end_to_end"])
     print(f"simulator: {report['simulator_seconds_per_slice']:.2f} s per 512² slice (720 views)")
+    print_adaptation(report["adaptation"])
     write_report(report, args.json)
 
 

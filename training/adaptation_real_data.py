@@ -1,15 +1,19 @@
-"""How much the product's adaptation (phantom source pairs + unlabeled target) moves the shipped model on its own,
-labelled source domain: adapt to unlabeled L109 (Definition Flash, B30, 100 kVp) and measure Mayo D45 L286.
+"""The product's adaptation (phantom source pairs + unlabeled target scans) on real Mayo scans, scored against a
+real full-dose reference, beside the extra-source-training control.
 
-    python -m training.adaptation_source_drift --steps 100 '{"adversarial_weight": 0.05}'
+    python -m training.adaptation_real_data --steps 200 '{"adversarial_weight": 0.0005, "critic_scale_hu": 100}'
 
-L286 is not the target, so this measures harm, not gain: a model that keeps its D45 accuracy while adapting is the
-"does no harm" half of the evaluation. Prints the loss terms every tenth of the run and the window PSNR before/after.
+Defaults: adapt the shipped model to the unlabeled L109 scans (Definition Flash, B30, 100 kVp; no reference exists)
+and score it on D45 patient L286, its own held-out domain: that measures harm, not gain. ``--target`` and
+``--score`` pick other series, e.g. the B30 quarter-dose scans of L143 and L192 as target, scored on their own B30
+pairs (the pure kernel shift D45 -> B30). Runs the adaptation with the given overrides and, with
+``--control``, the same run without the alignment term (adversarial weight 0); prints one JSON line.
 """
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,33 +26,45 @@ from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, ModelRegistry
 
 from .run_files import REPO_ROOT
 
-DATA = REPO_ROOT.parent / "shared" / "data" / "mayo"
+MAYO = REPO_ROOT.parent / "shared" / "data" / "mayo"
+L109 = MAYO / "target_unlabeled" / "L109_QD_3mm_B30"
+L286 = (MAYO / "paired" / "D45_3mm" / "L286" / "quarter", MAYO / "paired" / "D45_3mm" / "L286" / "full")
 
 
-def window_psnr(model: torch.nn.Module, low_dose: np.ndarray, full_dose: np.ndarray) -> float:
-    rows = per_slice_metrics(denoise_volume(model, low_dose, device="cpu"), full_dose)
+def window_psnr(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    rows = [row for low, full in pairs for row in per_slice_metrics(denoise_volume(model, low, device="cpu"), full)]
     return float(np.mean([row["psnr_display"] for row in rows]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="?", default="{}", help="AdaptationConfig fields as JSON")
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--target", type=Path, nargs="+", default=[L109], help="unlabeled low-dose series")
+    parser.add_argument("--every", type=int, default=8, help="use every N-th target slice (default %(default)s)")
+    parser.add_argument("--score", type=Path, nargs=2, action="append", metavar=("LOW_DOSE", "FULL_DOSE"),
+                        help="a pair of series to score on (repeatable; default Mayo D45 L286)")
+    parser.add_argument("--control", action="store_true", help="also run without the alignment term")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, _ = ModelRegistry().load(DEFAULT_MODEL)
-    target = read_series(DATA / "target_unlabeled" / "L109_QD_3mm_B30").hu[::8][:12]
-    low = read_series(DATA / "paired" / "D45_3mm" / "L286" / "quarter").hu
-    full = read_series(DATA / "paired" / "D45_3mm" / "L286" / "full").hu
-    config = AdaptationConfig(steps=args.steps, device="cpu", **json.loads(args.overrides))
-    tic = time.perf_counter()
-    result = adapt(model, [target], config, source=phantom_source_bank())
-    print(f"{args.overrides}: {args.steps} steps in {time.perf_counter() - tic:.0f} s")
-    for row in result.history[::max(1, args.steps // 10)]:
-        print(row["step"], {key: f"{value:.2e}" for key, value in row.items() if key != "step"})
-    print(f"L286 D45 window PSNR: {DEFAULT_MODEL} {window_psnr(model, low, full):.2f} dB, adapted "
-          f"{window_psnr(result.model, low, full):.2f} dB")
+    targets = [read_series(folder).hu[::args.every] for folder in args.target]
+    pairs = [(read_series(low).hu, read_series(full).hu) for low, full in (args.score or [L286])]
+    overrides = json.loads(args.overrides)
+    runs = {"adapted": overrides}
+    if args.control:
+        runs["control"] = dict(overrides, adversarial_weight=0.0)
+    report = {"overrides": overrides, "steps": args.steps, "target": [str(t) for t in args.target],
+              "target_slices": [len(t) for t in targets], "score": [str(low) for low, _ in (args.score or [L286])],
+              "base": round(window_psnr(model, pairs), 3)}
+    for name, settings in runs.items():
+        tic = time.perf_counter()
+        result = adapt(model, targets, AdaptationConfig(steps=args.steps, device="cpu", **settings),
+                       source=phantom_source_bank())
+        report[name] = round(window_psnr(result.model, pairs), 3)
+        report[f"{name}_time_s"] = round(time.perf_counter() - tic)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                  "(default %(default)s)")
     adapt.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default %(default)s)")
     adapt.add_argument("--learning-rate", type=float, default=5e-5, help="denoiser learning rate")
-    adapt.add_argument("--adversarial-weight", type=float, default=0.05, help="weight of the alignment term")
+    adapt.add_argument("--adversarial-weight", type=float, default=0.0005, help="weight of the alignment term")
     adapt.add_argument("--anchor-weight", type=float, default=0.1, help="pull towards the starting model")
     adapt.add_argument("--mask", choices=("adaptive", "bernoulli", "fixed", "none"), default="adaptive",
                        help="frequency mask before the discriminator (default %(default)s)")

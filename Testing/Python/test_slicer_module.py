@@ -426,3 +426,13 @@ def test_start_refuses_a_taken_name_or_too_small_scans_at_once(widget, ct, scann
         widget.onStartAdaptButton()
     assert widget._adaptation is None
     assert not list(Path(module.tempfile.gettempdir()).glob("LDCTDenoiseAdapt-*"))  # no job folder left behind
+
+
+def test_adapt_settings_start_at_the_engines_defaults(widget):
+    from LDCTDenoiseLib.adaptation import AdaptationConfig
+
+    engine = AdaptationConfig()
+    settings = widget.adaptationSettings()
+    assert settings == {"steps": engine.steps, "learning_rate": engine.learning_rate,
+                        "adversarial_weight": engine.adversarial_weight, "anchor_weight": engine.anchor_weight,
+                        "mask": engine.mask, "device": "cpu"}
