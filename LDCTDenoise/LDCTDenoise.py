@@ -54,8 +54,9 @@ class LDCTDenoise(ScriptedLoadableModule):
         self.parent.contributors = ["LDCTDenoise team"]
         self.parent.helpText = _("""
 Denoise a low-dose CT series slice by slice with a CPCE network, compare it with classic filters in linked views
-zoomed onto a region of interest, adapt the network to a new scanner's scans without normal-dose references, and
-export the result as a derived DICOM series.
+zoomed onto a region of interest, adapt the network to a new scanner's scans without normal-dose references
+(experimental: compare an adapted profile with the model it started from), and export the result as a derived DICOM
+series.
 See the <a href="https://github.com/ldctdenoise/SlicerLDCTDenoise#readme">documentation</a>. Not for clinical use.
 """)
         self.parent.acknowledgementText = _("""
