@@ -112,8 +112,23 @@ def naive(model: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray]
     return run
 
 
+def onnx_runtime(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model exported to ONNX and run by ONNX Runtime on the CPU with this process's thread count."""
+    import onnxruntime
+
+    path = Path(tempfile.mkdtemp(prefix="ldct-onnx-")) / "cpce2d.onnx"
+    axes = {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(model.cpu().eval(), torch.zeros(1, 1, SLICE, SLICE), str(path), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": axes, "y": axes}, dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+
+
 def variant(model: torch.nn.Module, device: torch.device, batch: int, *, channels_last: bool = False,
-            bf16: bool = False, compiled: bool = False, tile: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+            bf16: bool = False, compiled: bool = False, onnx: bool = False,
+            tile: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A candidate path, timed against the engine's and the naive one: the record of what was tried.
 
     ``tile``: the engine's CPU tiling (``inference.forward_tiled``) with another tile size; 0 = whole slices.
@@ -123,6 +138,8 @@ def variant(model: torch.nn.Module, device: torch.device, batch: int, *, channel
         net = net.to(memory_format=torch.channels_last)
     if compiled:
         net = torch.compile(net)
+    if onnx:
+        net = onnx_runtime(model)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
@@ -277,9 +294,13 @@ def main(argv: list[str] | None = None) -> None:
         "tiles 128 (+8 px halo), channels_last": dict(batch=4, tile=128, channels_last=True),
         "tiles 64 (+8 px halo)": dict(batch=4, tile=64),
         "tiles 256 (+8 px halo)": dict(batch=4, tile=256),
+        "onnxruntime, whole slices, batch 4": dict(batch=4, onnx=True),
+        "onnxruntime, tiles 128 (+8 px halo)": dict(batch=4, tile=128, onnx=True),
     }
     for name, options in candidates.items():
         if args.skip and any(word in name for word in args.skip.split(",")):
+            continue
+        if options.get("onnx") and device.type != "cpu":  # the ONNX Runtime candidate is a CPU path
             continue
         try:
             seconds, output = seconds_per_slice(variant(model, device, **options), volume, device)
