@@ -309,9 +309,7 @@ def python_slicer(tmp_path, monkeypatch):
     """Slicer's ``PythonSlicer`` on the PATH, as inside Slicer: here a launcher of this test's own interpreter."""
     folder = tmp_path / "slicer-bin"
     folder.mkdir()
-    launcher = folder / "PythonSlicer"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    launcher.chmod(0o755)
+    launcher = slicer_shims.python_slicer_launcher(folder)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     return launcher
 

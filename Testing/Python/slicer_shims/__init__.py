@@ -8,6 +8,7 @@ This package must not be called ``slicer``: slicer-core imports every module of 
 import os
 import sys
 import types
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -46,3 +47,12 @@ def install() -> types.SimpleNamespace:
         slicer.qMRMLNodeComboBox, slicer.qMRMLWidget = qmrml.qMRMLNodeComboBox, qmrml.qMRMLWidget
     return types.SimpleNamespace(qapp=application_instance, slicer=slicer, packaging=sys.modules["slicer.packaging"])
 
+
+
+def python_slicer_launcher(folder: Path) -> Path:
+    """Slicer starts background jobs with its ``PythonSlicer``; outside Slicer that is this interpreter under that
+    name. Writes the launcher into ``folder``; put ``folder`` on the PATH to use it."""
+    launcher = Path(folder) / "PythonSlicer"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    launcher.chmod(0o755)
+    return launcher

@@ -18,20 +18,12 @@ from pathlib import Path
 
 import pydicom
 
-from . import install
+from . import install, python_slicer_launcher
 from .scene import load_dicom_series, new_scene
 
 MODULE_DIR = Path(__file__).resolve().parents[3] / "LDCTDenoise"
 SECTIONS = {"denoise": "denoiseCollapsibleButton", "compare": "compareCollapsibleButton",
             "adapt": "adaptCollapsibleButton", "export": "exportCollapsibleButton"}
-
-
-def _python_slicer_on_path(folder: Path) -> None:
-    """Slicer starts background jobs with its ``PythonSlicer``; here that is this interpreter under that name."""
-    launcher = folder / "PythonSlicer"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    launcher.chmod(0o755)
-    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
 
 
 def _save(widget, path: Path) -> Path:
@@ -57,7 +49,7 @@ def render_panels(out_dir: Path, width: int = 440, adapt_steps: int = 0) -> dict
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         os.environ["LDCTDENOISE_PROFILES_DIR"] = str(work / "profiles")  # the adapted profile is not kept
-        _python_slicer_on_path(work)
+        os.environ["PATH"] = f"{python_slicer_launcher(work).parent}{os.pathsep}{os.environ['PATH']}"
         phantom, spacing = make_abdomen_phantom(2, size=128, pixel_mm=3.0)
         new_scanner = ScanProtocol(dose_fraction=0.1, kernel="hann", full_dose_photons=D45_LIKE_FULL_DOSE_PHOTONS,
                                    mode="regen")
