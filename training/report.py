@@ -1,0 +1,190 @@
+"""Regenerate the evaluation report: every method in every direction of ``training/configs/report.yaml``.
+
+    python -m training.report                      # train what is missing, evaluate, write docs/evaluation/
+    python -m training.report --device cuda --jobs 8 --stage train    # only the training jobs (e.g. on a GPU box)
+    python -m training.report --quick              # tiny budgets into runs/report-quick/, to check the pipeline
+
+Stages: (1) the domains (Mayo arrays, simulated S and LS; training/report_domains.py), (2) supervised source-only and
+upper-bound CPCEs and the self-supervised baseline, (3) the adaptation runs (ours, the extra-source-training
+control, the product's phantom source, the mask ablation; every seed), (4) NLM and BM3D, (5) scoring on each
+direction's held-out patient and writing ``report.md``, ``results.json`` and the figures. Every job's output is
+cached under ``runs/report/`` and named by its content, so the command resumes after an interruption, a second
+run only re-scores, and models trained elsewhere can be copied in. On 2 CPU cores the full budget takes many hours;
+on one GPU with ``--jobs 8`` a few minutes.
+"""
+
+import argparse
+import concurrent.futures
+import copy
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from LDCTDenoiseLib.baselines import make_baseline
+from LDCTDenoiseLib.inference import denoise_volume
+from LDCTDenoiseLib.metrics import noise_power_spectrum, nps_summary, per_slice_metrics
+
+from .report_domains import load_domains
+from .report_jobs import job_path, load_job_model, run_job, slug
+from .report_writer import write_report
+from .run_files import REPO_ROOT, git_commit
+
+DEFAULT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
+NPS_SQUARE = 256  # the central square of each slice where the noise SD and NPS of (output - reference) are taken
+CONTROL = {"adversarial_weight": 0.0}
+
+
+def quick(config: dict) -> dict:
+    """Tiny budgets and one seed, into their own folders: checks the whole pipeline in minutes."""
+    config = copy.deepcopy(config)
+    config["supervised"]["iterations"] = config["self_supervised"]["iterations"] = 20
+    config["adaptation"]["steps"] = 4
+    config["seeds"] = config["seeds"][:1]
+    config["output_dir"] += "-quick"
+    config["report_dir"] = config["output_dir"] + "/report"
+    return config
+
+
+def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str, list]]]]:
+    """(first-wave jobs, adaptation jobs, each direction's table rows as (label, what to score))."""
+    first, adaptations, rows = [], [], {}
+    for direction in config["directions"]:
+        name = direction["name"]
+        source = {"kind": "supervised", "series": direction["source"]}
+        upper = {"kind": "supervised", "series": direction["target"]}
+        self_supervised = {"kind": "self_supervised", "series": direction["target"]}
+        first += [job for job in (source, upper, self_supervised) if job not in first]
+        start = str(job_path(Path(), source))
+
+        def runs(variant: str, overrides: dict, real_source: bool) -> list[dict]:
+            return [{"kind": "adapt", "direction": name, "variant": variant, "seed": seed, "start": start,
+                     "source": direction["source"] if real_source else [], "target": direction["target"],
+                     "overrides": overrides} for seed in config["seeds"]]
+
+        table = [("Low-dose input", "input"), *((method.upper(), method) for method in config["classical"]),
+                 ("Self-supervised, target scans only (structured blind spot)", [self_supervised]),
+                 ("CPCE source-only", [source]),
+                 ("CPCE + extra source training (control)", runs("control", CONTROL, True)),
+                 ("CPCE + alignment (ours)", runs("ours", {}, True))]
+        if name in config.get("product_source", []):
+            table += [("CPCE + extra phantom-source training (product control)",
+                       runs("product-control", CONTROL, False)),
+                      ("CPCE + alignment, phantom source (as the product runs it)", runs("product", {}, False))]
+        if name in config.get("ablation", {}).get("directions", []):
+            table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], True))
+                      for run in config["ablation"]["runs"]]
+        table.append(("CPCE target-supervised (upper bound)", [upper]))
+        rows[name] = table
+        adaptations += [job for _, what in table if isinstance(what, list) for job in what if job["kind"] == "adapt"]
+    return first, adaptations, rows
+
+
+def run_jobs(jobs: list[dict], config: dict, run_dir: Path, device: str, workers: int, label: str) -> None:
+    """Run the jobs whose outputs are missing, ``workers`` processes at a time (spawned: safe with CUDA)."""
+    missing = [job for job in jobs if not job_path(run_dir, job).is_file()]
+    if not missing:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    print(f"{label}: {len(missing)} jobs ({len(jobs) - len(missing)} cached), {workers} at a time", flush=True)
+    if workers == 1:
+        for job in tqdm(missing, desc=label, unit="job"):
+            run_job(job, config, run_dir, device, threads)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(run_job, job, config, run_dir, device, threads) for job in missing]
+        for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc=label, unit="job"):
+            future.result()
+
+
+def classical_output(method: str, key: str, low_dose: np.ndarray, run_dir: Path) -> np.ndarray:
+    """NLM or BM3D of one held-out series, cached (BM3D takes seconds per slice)."""
+    path = run_dir / "classical" / f"{method}__{slug(key)}.npy"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        output = make_baseline(method)(low_dose).astype(np.float32)
+        temporary = path.with_suffix(".tmp.npy")
+        np.save(temporary, output)
+        os.replace(temporary, path)
+    return np.load(path)
+
+
+def score(output: np.ndarray, reference: np.ndarray, pixel_mm: float) -> dict:
+    """Per-slice metrics, plus noise SD and NPS of (output - reference) in the central square of every slice."""
+    rows = per_slice_metrics(output, reference)
+    rows_y, columns_x = reference.shape[1:]
+    centre = np.s_[:, (rows_y - NPS_SQUARE) // 2:(rows_y + NPS_SQUARE) // 2,
+                   (columns_x - NPS_SQUARE) // 2:(columns_x + NPS_SQUARE) // 2]
+    residual = (output - reference)[centre].astype(np.float64)
+    for row, image in zip(rows, residual):
+        row["noise_sd"] = float(image.std())
+    freqs, nps = noise_power_spectrum(residual, pixel_mm)
+    return {"slices": rows, "nps": {"frequency": freqs.tolist(), "power": nps.tolist(), **nps_summary(freqs, nps)}}
+
+
+def evaluate(config: dict, rows: dict, run_dir: Path, device: str) -> dict:
+    """Score every row of every direction on the direction's held-out series (per slice; seeds kept apart)."""
+    domains = load_domains(run_dir, Path(config["data_root"]), config["normal_dose_every"])
+    results = {}
+    for direction in config["directions"]:
+        name = direction["name"]
+        series = [domains[key] for key in direction["evaluate"]]
+        low = np.concatenate([item.low_dose for item in series])
+        reference = np.concatenate([item.reference for item in series])
+        pixel_mm = series[0].pixel_mm
+        results[name] = {"direction": direction, "rows": {}}
+        for label, what in tqdm(rows[name], desc=f"scoring {name}", unit="method"):
+            if what == "input":
+                outputs = [low]
+            elif isinstance(what, str):
+                outputs = [np.concatenate([classical_output(what, item.key, item.low_dose, run_dir)
+                                           for item in series])]
+            else:
+                outputs = [denoise_volume(load_job_model(run_dir, job), low, device=device) for job in what]
+            scored = [score(output, reference, pixel_mm) for output in outputs]
+            results[name]["rows"][label] = {"runs": scored, "jobs": what, "example": outputs[0][0]}
+        results[name]["example_reference"] = reference[0]
+        results[name]["example_input"] = low[0]
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--jobs", type=int, default=1, help="training jobs run at once (default %(default)s)")
+    parser.add_argument("--stage", choices=("train", "all"), default="all",
+                        help="'train' stops after the training jobs (default: everything)")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, one seed, into runs/report-quick/")
+    args = parser.parse_args(argv)
+    with open(args.config, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    if args.quick:
+        config = quick(config)
+    config["data_root"] = str((REPO_ROOT / config["data_root"]).resolve())
+    run_dir = REPO_ROOT / config["output_dir"]
+    command = "python -m training.report " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    tic = time.perf_counter()
+    load_domains(run_dir, Path(config["data_root"]), config["normal_dose_every"])
+    first, adaptations, rows = plan(config)
+    run_jobs(first, config, run_dir, args.device, args.jobs, "source, upper-bound and self-supervised models")
+    run_jobs(adaptations, config, run_dir, args.device, args.jobs, "adaptation runs")
+    if args.stage == "train":
+        print(f"Training jobs done in {time.perf_counter() - tic:.0f} s; models in {run_dir / 'models'}")
+        return
+    results = evaluate(config, rows, run_dir, args.device)
+    report_path = write_report(results, config, REPO_ROOT / config["report_dir"], run_dir,
+                               {"command": command, "git_commit": git_commit(),
+                                "scoring_seconds": round(time.perf_counter() - tic)})
+    print(f"Report written to {report_path}")
+
+
+if __name__ == "__main__":
+    main()

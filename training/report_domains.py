@@ -1,0 +1,127 @@
+"""The evaluation report's domains: real Mayo pairs (D45, B30) and the simulated domains S and LS.
+
+- ``d45/<patient>``, ``b30/<patient>``: the Mayo 2016 quarter-dose / full-dose pairs (``../shared/data``).
+- ``s/<patient>``: the paper's synthetic domain S: normal-dose slices re-scanned by the engine's fan-beam simulator at
+  25 % dose with the protocol calibrated to the Mayo D45 quarter-dose noise (``d45_like_protocol``), scored against
+  the simulator's own noise-free reconstruction.
+- ``ls/<patient>``: the large shift: the same slices at 10 % dose with a smooth (Hann) kernel, so the noise is
+  stronger and more correlated than in any training domain.
+
+The simulated domains are made from L096's normal-dose series (every ``normal_dose_every``-th slice) and from the
+full-dose slices of L286's D45 pairs, so S and LS keep the patient split of the real data.
+
+The real slices are read from DICOM once and kept as integer HU in ``mayo.npz`` beside the report's other files, so
+a run on another machine (a GPU box) needs that file alone; the simulated domains are rebuilt from it (seeded, so
+every machine makes the same slices) and cached in ``simulated.npz``. Simulated HU are rounded to integers, as a
+scanner stores them.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from LDCTDenoiseLib.simulator import D45_LIKE_FULL_DOSE_PHOTONS, ScanProtocol, d45_like_protocol, \
+    simulate_low_dose_volume
+
+PAIRED = {"d45": ("D45_3mm", ("L096", "L143", "L192", "L286")), "b30": ("B30_3mm", ("L143", "L192"))}
+NORMAL_DOSE_SERIES = {"L096": "normal_dose/L096_FD_3mm_D45"}
+SIMULATED_PROTOCOLS = {
+    "s": d45_like_protocol(0.25),
+    "ls": ScanProtocol(dose_fraction=0.10, kernel="hann", full_dose_photons=D45_LIKE_FULL_DOSE_PHOTONS, mode="regen"),
+}
+DOMAIN_TITLES = {
+    "d45": "Mayo D45f (sharp), 3 mm, 25 % dose",
+    "b30": "Mayo B30f (smooth), 3 mm, 25 % dose",
+    "s": "simulated S: 25 % dose, D45-like kernel (calibrated to Mayo D45 quarter dose)",
+    "ls": "simulated large shift: 10 % dose, smooth (Hann) kernel",
+}
+
+
+@dataclass
+class Series:
+    """Aligned float32 HU slices (z, y, x) of one patient in one domain; ``reference`` is None for unlabeled scans."""
+
+    key: str
+    low_dose: np.ndarray
+    reference: Optional[np.ndarray]
+    pixel_mm: float
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez_compressed(stream, **arrays)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def extract_mayo(data_root: Path, normal_dose_every: int) -> dict[str, np.ndarray]:
+    """Read the Mayo series the report uses into integer-HU arrays (keys ``<domain>/<patient>/<low|ref|pixel_mm>``)."""
+    from LDCTDenoiseLib.dicom_reader import read_series
+
+    mayo = data_root / "mayo"
+    if not mayo.is_dir():
+        raise SystemExit(f"The report needs the team's Mayo data at {mayo} (../shared/data); it is not there.")
+    arrays = {}
+    for domain, (folder, patients) in PAIRED.items():
+        for patient in patients:
+            low = read_series(mayo / "paired" / folder / patient / "quarter")
+            full = read_series(mayo / "paired" / folder / patient / "full")
+            arrays[f"{domain}/{patient}/low"] = np.round(low.hu).astype(np.int16)
+            arrays[f"{domain}/{patient}/ref"] = np.round(full.hu).astype(np.int16)
+            arrays[f"{domain}/{patient}/pixel_mm"] = np.float64(low.spacing[1])
+    for patient, folder in NORMAL_DOSE_SERIES.items():
+        normal = read_series(mayo / folder)
+        arrays[f"normal/{patient}/ref"] = np.round(normal.hu[::normal_dose_every]).astype(np.int16)
+        arrays[f"normal/{patient}/pixel_mm"] = np.float64(normal.spacing[1])
+    return arrays
+
+
+def _simulate(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """S and LS from the normal-dose slices of L096 and the full-dose D45 slices of L286 (seeded per patient)."""
+    clean = {"L096": "normal/L096", "L286": "d45/L286"}
+    simulated = {}
+    for domain, protocol in SIMULATED_PROTOCOLS.items():
+        for seed, (patient, key) in enumerate(clean.items()):
+            pixel_mm = float(arrays[f"{key}/pixel_mm"])
+            low, reference = simulate_low_dose_volume(arrays[f"{key}/ref"].astype(np.float32), pixel_mm, protocol,
+                                                      seed=seed)
+            simulated[f"{domain}/{patient}/low"] = np.round(low).astype(np.int16)
+            simulated[f"{domain}/{patient}/ref"] = np.round(reference).astype(np.int16)
+            simulated[f"{domain}/{patient}/pixel_mm"] = np.float64(pixel_mm)
+    return simulated
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
+def load_domains(run_dir: Path, data_root: Path, normal_dose_every: int) -> dict[str, Series]:
+    """Every series the report can use, keyed ``<domain>/<patient>``; builds and caches the arrays on first use."""
+    mayo_path, simulated_path = run_dir / "mayo.npz", run_dir / "simulated.npz"
+    if not mayo_path.is_file():
+        print(f"Reading the Mayo series from {data_root} ...", flush=True)
+        _atomic_savez(mayo_path, extract_mayo(data_root, normal_dose_every))
+    arrays = _load(mayo_path)
+    if not simulated_path.is_file():
+        print("Simulating the domains S and LS (about 1.5 s per slice on 2 cores) ...", flush=True)
+        _atomic_savez(simulated_path, _simulate(arrays))
+    arrays.update(_load(simulated_path))
+    series = {}
+    for key in sorted({name.rsplit("/", 1)[0] for name in arrays if not name.startswith("normal/")}):
+        series[key] = Series(key, arrays[f"{key}/low"].astype(np.float32), arrays[f"{key}/ref"].astype(np.float32),
+                             float(arrays[f"{key}/pixel_mm"]))
+    return series
+
+
+def domain_of(key: str) -> str:
+    return key.split("/", 1)[0]

@@ -1,0 +1,121 @@
+"""The report's training jobs: supervised, self-supervised and adapted CPCE-2D models, each cached as one file.
+
+A job is a small JSON-ready dict; :func:`job_path` names its output from its content, so a job that already ran is
+never run again and an interrupted report resumes where it stopped. Jobs run in separate processes (``--jobs``); each
+writes its weights and a description atomically.
+"""
+
+import json
+import math
+import os
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from LDCTDenoiseLib.adaptation import AdaptationConfig, adapt
+from LDCTDenoiseLib.adaptation.patches import BodyPatchSampler
+from LDCTDenoiseLib.cpce import CPCE2D
+from LDCTDenoiseLib.inference import select_device
+from LDCTDenoiseLib.normalization import hu_to_model
+
+from .report_domains import Series, load_domains
+from .self_supervised import train_blind_spot
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def job_path(run_dir: Path, job: dict) -> Path:
+    """Where a job's weights go: ``models/<kind>__<what>.pt`` (its description beside it as ``.json``)."""
+    if job["kind"] in ("supervised", "self_supervised"):
+        what = "+".join(slug(key) for key in job["series"])
+    else:
+        what = f"{slug(job['direction'])}__{job['variant']}__seed{job['seed']}"
+    return run_dir / "models" / f"{job['kind']}__{what}.pt"
+
+
+def _stack(series: list[Series], labelled: bool) -> list[tuple[np.ndarray, ...]]:
+    return [(item.low_dose, item.reference) if labelled else (item.low_dose,) for item in series]
+
+
+def _cosine(step: int, steps: int, high: float, low: float) -> float:
+    return low + 0.5 * (high - low) * (1 + math.cos(math.pi * step / max(steps, 1)))
+
+
+def train_supervised_model(series: list[Series], settings: dict, device: torch.device) -> tuple[CPCE2D, dict]:
+    """CPCE-2D with MSE on the pairs of ``series``, with the shipped model's recipe (Adam, cosine decay).
+
+    Patches come from the engine's body sampler (centres in the body of the normal-dose image, flips, rotations).
+    """
+    torch.manual_seed(settings["seed"])
+    rng = np.random.default_rng(settings["seed"])
+    sampler = BodyPatchSampler(_stack(series, True), settings["patch_size"], rng, body_from=1)
+    network = CPCE2D().to(device).train()
+    optimizer = torch.optim.Adam(network.parameters(), lr=settings["learning_rate"])
+    tic = time.perf_counter()
+    for iteration in range(settings["iterations"]):
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine(iteration, settings["iterations"], settings["learning_rate"],
+                                  settings["min_learning_rate"])
+        low, normal = (torch.from_numpy(hu_to_model(patch)).to(device) for patch in
+                       sampler.sample(settings["batch_size"]))
+        loss = F.mse_loss(network(low), normal)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return network.cpu().eval(), {"iterations": settings["iterations"], "final_loss": float(loss.item()),
+                                  "wall_time_s": round(time.perf_counter() - tic, 1)}
+
+
+def _load_model(path: Path) -> CPCE2D:
+    network = CPCE2D()
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return network.eval()
+
+
+def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: int) -> str:
+    """Run one job unless its output exists; returns the output path."""
+    path = job_path(run_dir, job)
+    if path.is_file():
+        return str(path)
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message="No VGG-19 weights file given")
+    device = select_device(device_name)
+    domains = load_domains(run_dir, Path(config["data_root"]), config["normal_dose_every"])
+    tic = time.perf_counter()
+    if job["kind"] == "supervised":
+        model, info = train_supervised_model([domains[key] for key in job["series"]], config["supervised"], device)
+    elif job["kind"] == "self_supervised":
+        model, info = train_blind_spot([domains[key].low_dose for key in job["series"]],
+                                       config["self_supervised"]["iterations"], device=str(device),
+                                       seed=config["supervised"]["seed"])
+    else:
+        start = _load_model(run_dir / job["start"])
+        source = None
+        if job["source"]:
+            pairs = [domains[key] for key in job["source"]]
+            source = (np.concatenate([item.low_dose for item in pairs]),
+                      np.concatenate([item.reference for item in pairs]))
+        settings = dict(config["adaptation"], **job["overrides"], seed=job["seed"], device=str(device),
+                        name=path.stem)
+        result = adapt(start, [domains[key].low_dose for key in job["target"]], AdaptationConfig(**settings),
+                       source=source)
+        model = result.model
+        info = {"card": result.card, "last_losses": result.history[-1]}
+    info.update(job=job, device=str(device), torch=torch.__version__, seconds=round(time.perf_counter() - tic, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), temporary)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
+    os.replace(temporary, path)  # the weights last: a job counts as done only when they are there
+    return str(path)
+
+
+def load_job_model(run_dir: Path, job: dict) -> CPCE2D:
+    return _load_model(job_path(run_dir, job))

@@ -1,0 +1,214 @@
+"""Write the evaluation report: Markdown tables laid out like the paper's Table 1, figures and ``results.json``.
+
+Conventions (design.md): PSNR and SSIM per slice in the display window W/L 400/40 ([-160, 240] HU, data range 400),
+whole 512 x 512 slices, mean ± SD over the held-out slices. Rows with several runs (seeds) first average each slice
+over the runs; their "seed SD" is the SD of the runs' mean PSNRs. Noise SD and NPS are those of output - reference
+in the central 256 x 256 square, so they hold what a method leaves of the noise plus its errors on anatomy.
+"""
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from LDCTDenoiseLib.metrics import DISPLAY_WINDOW, summarize
+
+from .report_domains import DOMAIN_TITLES, domain_of
+from .report_jobs import slug
+
+SOURCE_ONLY = "CPCE source-only"
+CONTROL = "CPCE + extra source training (control)"
+OURS = "CPCE + alignment (ours)"
+UPPER = "CPCE target-supervised (upper bound)"
+PRODUCT = "CPCE + alignment, phantom source (as the product runs it)"
+PRODUCT_CONTROL = "CPCE + extra phantom-source training (product control)"
+LARGE_SHIFT_MARGIN_DB, LARGE_SHIFT_GAP, NO_HARM_DB = 1.5, 0.70, 0.1
+METRICS = ("psnr_display", "ssim_display", "rmse", "noise_sd")
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Mean ± SD over slices of the per-slice average over runs, the seed SD of PSNR and the mean NPS summary."""
+    summary = {}
+    for metric in METRICS:
+        per_slice = np.mean([[row[metric] for row in run["slices"]] for run in runs], axis=0)
+        mean, sd = summarize(per_slice)
+        summary[metric] = {"mean": mean, "sd": sd}
+    run_means = [float(np.mean([row["psnr_display"] for row in run["slices"]])) for run in runs]
+    summary["psnr_runs"] = run_means
+    summary["psnr_seed_sd"] = summarize(run_means)[1]
+    summary["nps_mean_frequency"] = float(np.mean([run["nps"]["mean_frequency"] for run in runs]))
+    summary["nps_peak_frequency"] = float(np.mean([run["nps"]["peak_frequency"] for run in runs]))
+    return summary
+
+
+def _cell(summary: dict | None, metric: str, digits: int) -> str:
+    if summary is None:
+        return "–"
+    return f"{summary[metric]['mean']:.{digits}f} ± {summary[metric]['sd']:.{digits}f}"
+
+
+def _verdict(name: str, gains: dict) -> str:
+    """The issue's bars: a clear gain on the large shift, no harm (>= control - 0.1 dB) on the small real shifts."""
+    if "large" in name.lower():
+        passed = (gains["over_source"] >= LARGE_SHIFT_MARGIN_DB and gains["over_control"] >= LARGE_SHIFT_MARGIN_DB
+                  and gains["gap_closed"] is not None and gains["gap_closed"] >= LARGE_SHIFT_GAP)
+        return f"{'meets' if passed else 'misses'} the large-shift bar (≥ {LARGE_SHIFT_MARGIN_DB} dB over both, " \
+               f"≥ {LARGE_SHIFT_GAP:.0%} of the gap)"
+    passed = gains["over_control"] >= -NO_HARM_DB
+    return f"{'no harm' if passed else 'harm'} (bar: ≥ control − {NO_HARM_DB} dB)"
+
+
+def _gains(summaries: dict, ours: str = OURS, control: str = CONTROL) -> dict:
+    psnr = {label: summary["psnr_display"]["mean"] for label, summary in summaries.items()}
+    gap = psnr[UPPER] - psnr[SOURCE_ONLY]
+    return {"over_source": psnr[ours] - psnr[SOURCE_ONLY], "over_control": psnr[ours] - psnr[control],
+            "gap": gap, "gap_closed": (psnr[ours] - psnr[SOURCE_ONLY]) / gap if abs(gap) > 1e-6 else None}
+
+
+def _nps_figure(name: str, rows: dict, path: Path) -> None:
+    figure = Figure(figsize=(6.0, 3.6), dpi=120)
+    axes = figure.add_subplot()
+    for label in ("Low-dose input", "BM3D", SOURCE_ONLY, CONTROL, OURS, UPPER):
+        if label in rows:
+            nps = rows[label]["runs"][0]["nps"]
+            axes.plot(nps["frequency"], nps["power"], label=label)
+    axes.set_xlabel("spatial frequency (cycles/mm)")
+    axes.set_ylabel("NPS of output − reference (HU² mm²)")
+    axes.set_yscale("log")
+    axes.set_title(f"{name}: noise power spectrum (central 256² square)", fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    FigureCanvasAgg(figure).print_png(str(path))
+
+
+def _example_figure(name: str, result: dict, path: Path) -> None:
+    labels = ["Low-dose input", "BM3D", "Self-supervised, target scans only (structured blind spot)", SOURCE_ONLY,
+              OURS, UPPER]
+    panels = [("Normal-dose reference", result["example_reference"])]
+    panels += [(label, result["rows"][label]["example"]) for label in labels if label in result["rows"]]
+    rows_y, columns_x = panels[0][1].shape
+    crop = np.s_[rows_y // 2 - 128:rows_y // 2 + 128, columns_x // 2 - 128:columns_x // 2 + 128]
+    figure = Figure(figsize=(2.2 * len(panels), 2.6), dpi=120)
+    for index, (label, image) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        axes.imshow(image[crop], cmap="gray", vmin=DISPLAY_WINDOW[0], vmax=DISPLAY_WINDOW[1])
+        axes.set_title(label.replace(" (", "\n("), fontsize=7)
+        axes.axis("off")
+    figure.suptitle(f"{name}: first held-out slice, central 256² crop, W/L 400/40", fontsize=9)
+    figure.tight_layout()
+    FigureCanvasAgg(figure).print_png(str(path))
+
+
+def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, meta: dict) -> Path:
+    """Write report.md, results.json and one NPS and one example figure per direction; returns report.md's path."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    directions = list(results)
+    summaries = {name: {label: aggregate(row["runs"]) for label, row in results[name]["rows"].items()}
+                 for name in directions}
+    labels = []
+    for name in directions:
+        labels += [label for label in summaries[name] if label not in labels and not label.startswith("ablation")]
+    gains = {name: _gains(summaries[name]) for name in directions}
+    product = {name: _gains(summaries[name], PRODUCT, PRODUCT_CONTROL) for name in directions
+               if PRODUCT in summaries[name]}
+
+    lines = ["# Evaluation report: cross-domain adaptation of CPCE-2D on real and simulated CT",
+             "",
+             f"Regenerated by `{meta['command']}` at commit `{meta['git_commit']}` "
+             f"({datetime.now(timezone.utc):%Y-%m-%d}). Budgets: supervised CPCEs "
+             f"{config['supervised']['iterations']} iterations (batch {config['supervised']['batch_size']}, "
+             f"{config['supervised']['patch_size']}² patches), self-supervised "
+             f"{config['self_supervised']['iterations']} iterations, adaptation {config['adaptation']['steps']} steps from the source-only model with the "
+             f"product's defaults otherwise, seeds {config['seeds']} for every adaptation and control row.",
+             "",
+             "PSNR and SSIM per slice in the display window W/L 400/40 ([-160, 240] HU), whole slices, mean ± SD over "
+             "the held-out slices (rows with seeds: each slice averaged over the seeds first). The perceptual loss "
+             "is off in every run: no local VGG-19 weights exist here, so its ablation cannot be run.",
+             "",
+             "## Protocol",
+             "",
+             "| direction | source pairs (training) | target scans (unlabeled; the upper bound's pairs) | scored on |",
+             "|---|---|---|---|"]
+    for name in directions:
+        direction = results[name]["direction"]
+        lines.append(f"| {name} | {', '.join(direction['source'])} | {', '.join(direction['target'])} | "
+                     f"{', '.join(direction['evaluate'])} |")
+    lines += ["", "Domains: " + "; ".join(f"`{key}` {title}" for key, title in DOMAIN_TITLES.items()) + ".", "",
+              "## Table 1: PSNR (dB) / SSIM on the held-out target patient", "",
+              "| method | " + " | ".join(f"{name} PSNR | {name} SSIM" for name in directions) + " |",
+              "|---|" + "---|---|" * len(directions)]
+    for label in labels:
+        cells = []
+        for name in directions:
+            summary = summaries[name].get(label)
+            cells += [_cell(summary, "psnr_display", 2), _cell(summary, "ssim_display", 3)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## What the alignment adds", "",
+              "| direction | ours − source-only (dB) | ours − control (dB) | upper − source-only (dB) | "
+              "gap closed | seed SD ours / control (dB) | verdict |", "|---|---|---|---|---|---|---|"]
+    for name in directions:
+        gain = gains[name]
+        closed = "–" if gain["gap_closed"] is None else f"{gain['gap_closed']:.0%}"
+        lines.append(f"| {name} | {gain['over_source']:+.2f} | {gain['over_control']:+.2f} | {gain['gap']:+.2f} | "
+                     f"{closed} | {summaries[name][OURS]['psnr_seed_sd']:.2f} / "
+                     f"{summaries[name][CONTROL]['psnr_seed_sd']:.2f} | {_verdict(name, gain)} |")
+    if product:
+        lines += ["", "### The product's source signal (phantom pairs) against real source pairs", "",
+                  "| direction | real source: ours − source-only | phantom source: ours − source-only | "
+                  "phantom: ours − its control | share of the real-source gain kept |", "|---|---|---|---|---|"]
+        for name, gain in product.items():
+            real = gains[name]["over_source"]
+            kept = f"{gain['over_source'] / real:.0%}" if real > 0.05 else "– (no real-source gain)"
+            lines.append(f"| {name} | {real:+.2f} | {gain['over_source']:+.2f} | {gain['over_control']:+.2f} | "
+                         f"{kept} |")
+
+    ablated = [name for name in directions if any(label.startswith("ablation") for label in summaries[name])]
+    if ablated:
+        lines += ["", "## Ablation (PSNR dB, mean ± SD over slices; seed SD in brackets)", "",
+                  "| variant | " + " | ".join(ablated) + " |", "|---|" + "---|" * len(ablated)]
+        variants = [("ours: adaptive mask, the product's settings", OURS)]
+        variants += [(label.removeprefix("ablation: "), label) for label in summaries[ablated[0]]
+                     if label.startswith("ablation")]
+        variants.append(("no alignment (control)", CONTROL))
+        for variant, label in variants:
+            cells = [f"{_cell(summaries[name][label], 'psnr_display', 2)} "
+                     f"({summaries[name][label]['psnr_seed_sd']:.2f})" for name in ablated]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## Per direction: error, noise and texture", ""]
+    for name in directions:
+        file_slug = slug(name)
+        _nps_figure(name, results[name]["rows"], report_dir / f"nps-{file_slug}.png")
+        _example_figure(name, results[name], report_dir / f"examples-{file_slug}.png")
+        target_domain = domain_of(results[name]["direction"]["evaluate"][0])
+        lines += [f"### {name} (scored on {DOMAIN_TITLES[target_domain]})", "",
+                  "| method | PSNR (dB) | SSIM | RMSE (HU) | noise SD (HU) | NPS mean freq. (cycles/mm) | "
+                  "seed SD (dB) |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, summary in summaries[name].items():
+            seeds = f"{summary['psnr_seed_sd']:.2f}" if len(summary["psnr_runs"]) > 1 else "–"
+            lines.append(f"| {label} | {_cell(summary, 'psnr_display', 2)} | {_cell(summary, 'ssim_display', 3)} | "
+                         f"{_cell(summary, 'rmse', 1)} | {_cell(summary, 'noise_sd', 1)} | "
+                         f"{summary['nps_mean_frequency']:.3f} | {seeds} |")
+        lines += ["", f"![NPS {name}](nps-{file_slug}.png)", "", f"![examples {name}](examples-{file_slug}.png)", ""]
+
+    path = report_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    numbers = {"meta": meta, "config": config, "summaries": summaries, "gains": gains, "product_source": product,
+               "runs": {name: {label: row["runs"] for label, row in results[name]["rows"].items()}
+                        for name in directions}}
+    (report_dir / "results.json").write_text(json.dumps(numbers, indent=1, default=_json_default), encoding="utf-8")
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value)}")
