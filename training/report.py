@@ -16,6 +16,7 @@ on one GPU with ``--jobs 8`` a few minutes.
 import argparse
 import concurrent.futures
 import copy
+import json
 import multiprocessing
 import os
 import shlex
@@ -180,9 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Training jobs done in {time.perf_counter() - tic:.0f} s; models in {run_dir / 'models'}")
         return
     results = evaluate(config, rows, run_dir, args.device)
+    used = [job_path(run_dir, job).with_suffix(".json") for job in first + adaptations]
+    trained_on = sorted({json.loads(path.read_text())["device"] for path in used})
     report_path = write_report(results, config, REPO_ROOT / config["report_dir"], run_dir,
-                               {"command": command, "git_commit": git_commit(),
-                                "scoring_seconds": round(time.perf_counter() - tic)})
+                               {"command": command, "git_commit": git_commit(), "trained_on": trained_on,
+                                "seconds": round(time.perf_counter() - tic)})
     print(f"Report written to {report_path}")
 
 

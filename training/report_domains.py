@@ -28,7 +28,7 @@ from LDCTDenoiseLib.simulator import D45_LIKE_FULL_DOSE_PHOTONS, ScanProtocol, d
     simulate_low_dose_volume
 
 PAIRED = {"d45": ("D45_3mm", ("L096", "L143", "L192", "L286")), "b30": ("B30_3mm", ("L143", "L192"))}
-NORMAL_DOSE_SERIES = {"L096": "normal_dose/L096_FD_3mm_D45"}
+NORMAL_DOSE_SERIES = {"L096": "mayo/normal_dose/L096_FD_3mm_D45"}
 SIMULATED_PROTOCOLS = {
     "s": d45_like_protocol(0.25),
     "ls": ScanProtocol(dose_fraction=0.10, kernel="hann", full_dose_photons=D45_LIKE_FULL_DOSE_PHOTONS, mode="regen"),
@@ -63,36 +63,42 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
             os.remove(temporary)
 
 
+def paired_folders(domain: str, patient: str) -> tuple[str, str]:
+    """The (quarter-dose, full-dose) folders of a Mayo pair, relative to the data root."""
+    folder = PAIRED[domain][0]
+    return f"mayo/paired/{folder}/{patient}/quarter", f"mayo/paired/{folder}/{patient}/full"
+
+
 def extract_mayo(data_root: Path, normal_dose_every: int) -> dict[str, np.ndarray]:
-    """Read the Mayo series the report uses into integer-HU arrays (keys ``<domain>/<patient>/<low|ref|pixel_mm>``)."""
+    """Read the Mayo series the report uses into integer-HU arrays keyed by their folder under the data root.
+
+    ``<folder>#pixel_mm`` holds each series' pixel size; the normal-dose series keep every ``normal_dose_every``-th
+    slice. ``training.train_supervised --pack`` reads the same file, so one file carries the data to a GPU box.
+    """
     from LDCTDenoiseLib.dicom_reader import read_series
 
-    mayo = data_root / "mayo"
-    if not mayo.is_dir():
-        raise SystemExit(f"The report needs the team's Mayo data at {mayo} (../shared/data); it is not there.")
+    if not (data_root / "mayo").is_dir():
+        raise SystemExit(f"The report needs the team's Mayo data at {data_root / 'mayo'} (../shared/data); it is "
+                         f"not there.")
+    folders = [folder for domain, (_, patients) in PAIRED.items() for patient in patients
+               for folder in paired_folders(domain, patient)]
     arrays = {}
-    for domain, (folder, patients) in PAIRED.items():
-        for patient in patients:
-            low = read_series(mayo / "paired" / folder / patient / "quarter")
-            full = read_series(mayo / "paired" / folder / patient / "full")
-            arrays[f"{domain}/{patient}/low"] = np.round(low.hu).astype(np.int16)
-            arrays[f"{domain}/{patient}/ref"] = np.round(full.hu).astype(np.int16)
-            arrays[f"{domain}/{patient}/pixel_mm"] = np.float64(low.spacing[1])
-    for patient, folder in NORMAL_DOSE_SERIES.items():
-        normal = read_series(mayo / folder)
-        arrays[f"normal/{patient}/ref"] = np.round(normal.hu[::normal_dose_every]).astype(np.int16)
-        arrays[f"normal/{patient}/pixel_mm"] = np.float64(normal.spacing[1])
+    for folder in folders + list(NORMAL_DOSE_SERIES.values()):
+        series = read_series(data_root / folder)
+        every = normal_dose_every if folder in NORMAL_DOSE_SERIES.values() else 1
+        arrays[folder] = np.round(series.hu[::every]).astype(np.int16)
+        arrays[f"{folder}#pixel_mm"] = np.float64(series.spacing[1])
     return arrays
 
 
 def _simulate(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """S and LS from the normal-dose slices of L096 and the full-dose D45 slices of L286 (seeded per patient)."""
-    clean = {"L096": "normal/L096", "L286": "d45/L286"}
+    clean = {"L096": NORMAL_DOSE_SERIES["L096"], "L286": paired_folders("d45", "L286")[1]}
     simulated = {}
     for domain, protocol in SIMULATED_PROTOCOLS.items():
-        for seed, (patient, key) in enumerate(clean.items()):
-            pixel_mm = float(arrays[f"{key}/pixel_mm"])
-            low, reference = simulate_low_dose_volume(arrays[f"{key}/ref"].astype(np.float32), pixel_mm, protocol,
+        for seed, (patient, folder) in enumerate(clean.items()):
+            pixel_mm = float(arrays[f"{folder}#pixel_mm"])
+            low, reference = simulate_low_dose_volume(arrays[folder].astype(np.float32), pixel_mm, protocol,
                                                       seed=seed)
             simulated[f"{domain}/{patient}/low"] = np.round(low).astype(np.int16)
             simulated[f"{domain}/{patient}/ref"] = np.round(reference).astype(np.int16)
@@ -111,16 +117,22 @@ def load_domains(run_dir: Path, data_root: Path, normal_dose_every: int) -> dict
     if not mayo_path.is_file():
         print(f"Reading the Mayo series from {data_root} ...", flush=True)
         _atomic_savez(mayo_path, extract_mayo(data_root, normal_dose_every))
-    arrays = _load(mayo_path)
+    mayo = _load(mayo_path)
     if not simulated_path.is_file():
         print("Simulating the domains S and LS (about 1.5 s per slice on 2 cores) ...", flush=True)
-        _atomic_savez(simulated_path, _simulate(arrays))
-    arrays.update(_load(simulated_path))
+        _atomic_savez(simulated_path, _simulate(mayo))
+    simulated = _load(simulated_path)
     series = {}
-    for key in sorted({name.rsplit("/", 1)[0] for name in arrays if not name.startswith("normal/")}):
-        series[key] = Series(key, arrays[f"{key}/low"].astype(np.float32), arrays[f"{key}/ref"].astype(np.float32),
-                             float(arrays[f"{key}/pixel_mm"]))
-    return series
+    for domain, (_, patients) in PAIRED.items():
+        for patient in patients:
+            low, full = paired_folders(domain, patient)
+            key = f"{domain}/{patient}"
+            series[key] = Series(key, mayo[low].astype(np.float32), mayo[full].astype(np.float32),
+                                 float(mayo[f"{low}#pixel_mm"]))
+    for key in sorted({name.rsplit("/", 1)[0] for name in simulated}):
+        series[key] = Series(key, simulated[f"{key}/low"].astype(np.float32),
+                             simulated[f"{key}/ref"].astype(np.float32), float(simulated[f"{key}/pixel_mm"]))
+    return dict(sorted(series.items()))
 
 
 def domain_of(key: str) -> str:

@@ -108,7 +108,9 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
                        source=source)
         model = result.model
         info = {"card": result.card, "last_losses": result.history[-1]}
-    info.update(job=job, device=str(device), torch=torch.__version__, seconds=round(time.perf_counter() - tic, 1))
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    info.update(job=job, device=f"{device} ({device_name}, {threads} threads)", torch=torch.__version__,
+                seconds=round(time.perf_counter() - tic, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     torch.save(model.state_dict(), temporary)

@@ -122,8 +122,9 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
              f"({datetime.now(timezone.utc):%Y-%m-%d}). Budgets: supervised CPCEs "
              f"{config['supervised']['iterations']} iterations (batch {config['supervised']['batch_size']}, "
              f"{config['supervised']['patch_size']}² patches), self-supervised "
-             f"{config['self_supervised']['iterations']} iterations, adaptation {config['adaptation']['steps']} steps from the source-only model with the "
-             f"product's defaults otherwise, seeds {config['seeds']} for every adaptation and control row.",
+             f"{config['self_supervised']['iterations']} iterations, adaptation {config['adaptation']['steps']} steps "
+             f"from the source-only model with the product's defaults otherwise, seeds {config['seeds']} for every "
+             f"adaptation and control row. Models trained on: {', '.join(meta['trained_on'])}.",
              "",
              "PSNR and SSIM per slice in the display window W/L 400/40 ([-160, 240] HU), whole slices, mean ± SD over "
              "the held-out slices (rows with seeds: each slice averaged over the seeds first). The perceptual loss "
@@ -184,7 +185,10 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
     for name in directions:
         file_slug = slug(name)
         _nps_figure(name, results[name]["rows"], report_dir / f"nps-{file_slug}.png")
-        _example_figure(name, results[name], report_dir / f"examples-{file_slug}.png")
+        # Example images are crops of Mayo scans (or simulations from them), which the data-use agreement keeps out
+        # of the repository: they go to the run folder, beside the data they come from.
+        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+        _example_figure(name, results[name], run_dir / "figures" / f"examples-{file_slug}.png")
         target_domain = domain_of(results[name]["direction"]["evaluate"][0])
         lines += [f"### {name} (scored on {DOMAIN_TITLES[target_domain]})", "",
                   "| method | PSNR (dB) | SSIM | RMSE (HU) | noise SD (HU) | NPS mean freq. (cycles/mm) | "
@@ -195,7 +199,9 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
             lines.append(f"| {label} | {_cell(summary, 'psnr_display', 2)} | {_cell(summary, 'ssim_display', 3)} | "
                          f"{_cell(summary, 'rmse', 1)} | {_cell(summary, 'noise_sd', 1)} | "
                          f"{summary['nps_mean_frequency']:.3f} | {seeds} |")
-        lines += ["", f"![NPS {name}](nps-{file_slug}.png)", "", f"![examples {name}](examples-{file_slug}.png)", ""]
+        lines += ["", f"![NPS {name}](nps-{file_slug}.png)", "",
+                  f"Example images: `{config['output_dir']}/figures/examples-{file_slug}.png` (not committed: Mayo "
+                  f"images may not be redistributed).", ""]
 
     path = report_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

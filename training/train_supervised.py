@@ -42,7 +42,7 @@ from LDCTDenoiseLib.metrics import per_slice_metrics, summarize
 from LDCTDenoiseLib.model_registry import save_model
 from LDCTDenoiseLib.normalization import hu_to_model
 
-from .paired_data import BodyPatchSampler, PairedVolume, load_pair
+from .paired_data import BodyPatchSampler, PairedVolume, load_packed_pair, load_pair
 from .run_files import REPO_ROOT, append_log, git_commit, plot_loss_curve, save_checkpoint
 
 
@@ -118,7 +118,13 @@ def load_config(path: Path) -> dict:
 
 
 def load_split(config: dict, split: str) -> list[PairedVolume]:
-    """Read the pairs of one split; the data root is resolved from the repository root."""
+    """Read the pairs of one split: from the config's ``pack`` file when set (integer-HU arrays keyed by folder, e.g.
+    the report's ``runs/report/mayo.npz``, for a machine without the DICOM data), else from the data root."""
+    if config.get("pack"):
+        with np.load(REPO_ROOT / config["pack"]) as stored:
+            pack = {key: stored[key] for key in stored.files}
+        return [load_packed_pair(pack, item["low_dose"], item["normal_dose"], item["patient"])
+                for item in config[split]]
     data_root = (REPO_ROOT / config["data_root"]).resolve()
     if not data_root.is_dir():
         sys.exit(f"Training data not found at {data_root} (the team's ../shared/data); nothing to train on.")
@@ -273,8 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int,
                         help="override the config's iteration count for a quick check: the run then goes to "
                              "<output_dir>-quick and its model stays there instead of being shipped")
+    parser.add_argument("--pack", type=Path, help="read the series from this file of arrays keyed by folder "
+                                                  "(python -m training.report writes one: runs/report/mayo.npz) "
+                                                  "instead of the DICOM data root")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    if args.pack:
+        config["pack"] = str(args.pack.resolve())
     if args.iterations:
         config["iterations"] = args.iterations
         config["output_dir"] = config["ship_to"] = config["output_dir"] + "-quick"
