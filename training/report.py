@@ -46,6 +46,7 @@ def quick(config: dict) -> dict:
     """Tiny budgets and one seed, into their own folders: checks the whole pipeline in minutes."""
     config = copy.deepcopy(config)
     config["supervised"]["iterations"] = config["self_supervised"]["iterations"] = 20
+    config["supervised"]["fine_tune_iterations"] = 20
     config["adaptation"]["steps"] = 4
     config["seeds"] = config["seeds"][:1]
     config["output_dir"] += "-quick"
@@ -58,16 +59,26 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
     first, adaptations, rows = [], [], {}
     for direction in config["directions"]:
         name = direction["name"]
-        source = {"kind": "supervised", "series": direction["source"]}
-        upper = {"kind": "supervised", "series": direction["target"]}
-        self_supervised = {"kind": "self_supervised", "series": direction["target"]}
+        if direction.get("source_model"):  # a shipped model trained on the source pairs stands for source-only
+            source = {"kind": "shipped", "model": direction["source_model"]}
+        else:
+            source = {"kind": "supervised", "series": direction["source"],
+                      "iterations": config["supervised"]["iterations"]}
+        upper = {"kind": "supervised", "series": direction["target"], "iterations": config["supervised"]["iterations"]}
+        if direction.get("upper_bound_from"):  # fine-tuned on the target pairs from that shipped model
+            upper.update(init=direction["upper_bound_from"], iterations=config["supervised"]["fine_tune_iterations"])
+        self_supervised = {"kind": "self_supervised", "series": direction["target"],
+                           "iterations": config["self_supervised"]["iterations"]}
         first += [job for job in (source, upper, self_supervised) if job not in first]
-        start = str(job_path(Path(), source))
+        start_shipped = source["kind"] == "shipped"
+        start = source["model"] if start_shipped else str(job_path(Path(), source))
+        seeds = direction.get("seeds", config["seeds"])
 
-        def runs(variant: str, overrides: dict, real_source: bool) -> list[dict]:
+        def runs(variant: str, overrides: dict, real_source: bool, seeds: list[int] = seeds) -> list[dict]:
             return [{"kind": "adapt", "direction": name, "variant": variant, "seed": seed, "start": start,
-                     "source": direction["source"] if real_source else [], "target": direction["target"],
-                     "overrides": overrides} for seed in config["seeds"]]
+                     "start_shipped": start_shipped, "source": direction["source"] if real_source else [],
+                     "target": direction["target"], "overrides": overrides, "steps": config["adaptation"]["steps"]}
+                    for seed in seeds]
 
         table = [("Low-dose input", "input"), *((method.upper(), method) for method in config["classical"]),
                  ("Self-supervised, target scans only (structured blind spot)", [self_supervised]),
@@ -76,10 +87,11 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
                  ("CPCE + alignment (ours)", runs("ours", {}, True))]
         if name in config.get("product_source", []):
             table += [("CPCE + extra phantom-source training (product control)",
-                       runs("product-control", CONTROL, False)),
-                      ("CPCE + alignment, phantom source (as the product runs it)", runs("product", {}, False))]
+                       runs("product-control", CONTROL, False, seeds[:1])),
+                      ("CPCE + alignment, phantom source (as the product runs it)",
+                       runs("product", {}, False, seeds[:1]))]
         if name in config.get("ablation", {}).get("directions", []):
-            table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], True))
+            table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], True, seeds[:1]))
                       for run in config["ablation"]["runs"]]
         table.append(("CPCE target-supervised (upper bound)", [upper]))
         rows[name] = table
@@ -164,11 +176,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", choices=("train", "all"), default="all",
                         help="'train' stops after the training jobs (default: everything)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, one seed, into runs/report-quick/")
+    parser.add_argument("--directions", help="comma-separated direction names to run (default: all in the config); "
+                                             "the report lists the others as not run")
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     if args.quick:
         config = quick(config)
+    if args.directions:
+        wanted = [name.strip() for name in args.directions.split(",")]
+        unknown = set(wanted) - {direction["name"] for direction in config["directions"]}
+        if unknown:
+            parser.error(f"unknown directions {sorted(unknown)}")
+        config["not_run"] = [d["name"] for d in config["directions"] if d["name"] not in wanted]
+        config["directions"] = [d for d in config["directions"] if d["name"] in wanted]
     config["data_root"] = str((REPO_ROOT / config["data_root"]).resolve())
     run_dir = REPO_ROOT / config["output_dir"]
     command = "python -m training.report " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

@@ -21,6 +21,7 @@ from LDCTDenoiseLib.adaptation import AdaptationConfig, adapt
 from LDCTDenoiseLib.adaptation.patches import BodyPatchSampler
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.inference import select_device
+from LDCTDenoiseLib.model_registry import ModelRegistry
 from LDCTDenoiseLib.normalization import hu_to_model
 
 from .report_domains import Series, load_domains
@@ -33,10 +34,14 @@ def slug(text: str) -> str:
 
 def job_path(run_dir: Path, job: dict) -> Path:
     """Where a job's weights go: ``models/<kind>__<what>.pt`` (its description beside it as ``.json``)."""
+    if job["kind"] == "shipped":
+        return run_dir / "models" / f"shipped__{job['model']}.pt"
     if job["kind"] in ("supervised", "self_supervised"):
         what = "+".join(slug(key) for key in job["series"])
+        what += f"__from-{job['init']}" if job.get("init") else ""
+        what += f"__{job['iterations']}it"
     else:
-        what = f"{slug(job['direction'])}__{job['variant']}__seed{job['seed']}"
+        what = f"{slug(job['direction'])}__{job['variant']}__seed{job['seed']}__{job['steps']}steps"
     return run_dir / "models" / f"{job['kind']}__{what}.pt"
 
 
@@ -48,15 +53,17 @@ def _cosine(step: int, steps: int, high: float, low: float) -> float:
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * step / max(steps, 1)))
 
 
-def train_supervised_model(series: list[Series], settings: dict, device: torch.device) -> tuple[CPCE2D, dict]:
-    """CPCE-2D with MSE on the pairs of ``series``, with the shipped model's recipe (Adam, cosine decay).
+def train_supervised_model(series: list[Series], settings: dict, device: torch.device,
+                           start: CPCE2D | None = None) -> tuple[CPCE2D, dict]:
+    """CPCE-2D with MSE on the pairs of ``series``, with the shipped model's recipe (Adam, cosine decay); from
+    ``start``'s weights when given (fine-tuning), else from scratch.
 
     Patches come from the engine's body sampler (centres in the body of the normal-dose image, flips, rotations).
     """
     torch.manual_seed(settings["seed"])
     rng = np.random.default_rng(settings["seed"])
     sampler = BodyPatchSampler(_stack(series, True), settings["patch_size"], rng, body_from=1)
-    network = CPCE2D().to(device).train()
+    network = (start if start is not None else CPCE2D()).to(device).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=settings["learning_rate"])
     tic = time.perf_counter()
     for iteration in range(settings["iterations"]):
@@ -79,6 +86,11 @@ def _load_model(path: Path) -> CPCE2D:
     return network.eval()
 
 
+def shipped_model(name: str) -> CPCE2D:
+    """A model the product ships (its card's checksum verified), e.g. the D45 source-only model."""
+    return ModelRegistry().load(name)[0].cpu().eval()
+
+
 def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: int) -> str:
     """Run one job unless its output exists; returns the output path."""
     path = job_path(run_dir, job)
@@ -89,21 +101,25 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
     device = select_device(device_name)
     domains = load_domains(run_dir, Path(config["data_root"]), config["normal_dose_every"])
     tic = time.perf_counter()
-    if job["kind"] == "supervised":
-        model, info = train_supervised_model([domains[key] for key in job["series"]], config["supervised"], device)
+    if job["kind"] == "shipped":
+        model, info = shipped_model(job["model"]), {"shipped": job["model"]}
+    elif job["kind"] == "supervised":
+        settings = dict(config["supervised"], iterations=job["iterations"])
+        start = shipped_model(job["init"]) if job.get("init") else None
+        model, info = train_supervised_model([domains[key] for key in job["series"]], settings, device, start)
     elif job["kind"] == "self_supervised":
-        model, info = train_blind_spot([domains[key].low_dose for key in job["series"]],
-                                       config["self_supervised"]["iterations"], device=str(device),
+        model, info = train_blind_spot([domains[key].low_dose for key in job["series"]], job["iterations"],
+                                       device=str(device),
                                        seed=config["supervised"]["seed"])
     else:
-        start = _load_model(run_dir / job["start"])
+        start = shipped_model(job["start"]) if job["start_shipped"] else _load_model(run_dir / job["start"])
         source = None
         if job["source"]:
             pairs = [domains[key] for key in job["source"]]
             source = (np.concatenate([item.low_dose for item in pairs]),
                       np.concatenate([item.reference for item in pairs]))
-        settings = dict(config["adaptation"], **job["overrides"], seed=job["seed"], device=str(device),
-                        name=path.stem)
+        settings = dict(config["adaptation"], **job["overrides"], steps=job["steps"], seed=job["seed"],
+                        device=str(device), name=path.stem)
         result = adapt(start, [domains[key].low_dose for key in job["target"]], AdaptationConfig(**settings),
                        source=source)
         model = result.model
@@ -120,4 +136,4 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
 
 
 def load_job_model(run_dir: Path, job: dict) -> CPCE2D:
-    return _load_model(job_path(run_dir, job))
+    return shipped_model(job["model"]) if job["kind"] == "shipped" else _load_model(job_path(run_dir, job))

@@ -38,6 +38,7 @@ def small_report(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
                   ablation={"directions": ["D45→B30"],
                             "runs": [{"label": "mask none", "overrides": {"mask": "none"}}]})
     config["supervised"]["iterations"] = config["self_supervised"]["iterations"] = 3
+    config["supervised"]["fine_tune_iterations"] = 3
     config["adaptation"]["steps"] = 2
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -79,8 +80,9 @@ def test_low_dose_row_matches_the_engine_metrics(small_report: tuple[Path, dict]
 def test_second_run_reuses_every_model(small_report: tuple[Path, dict]) -> None:
     root, config = small_report
     models = sorted((root / "runs" / "models").glob("*.pt"))
-    # 4 supervised (2 sources, 2 upper bounds), 2 self-supervised, per direction ours + control, 1 ablation run
-    assert len(models) == 4 + 2 + 5
+    # the shipped source model (copied once), 2 fine-tuned upper bounds, 2 self-supervised, per direction ours +
+    # control, 1 ablation run
+    assert len(models) == 1 + 2 + 2 + 5
     stamps = {path: path.stat().st_mtime_ns for path in models}
     report.main(["--config", str(root / "config.yaml"), "--device", "cpu"])
     assert {path: path.stat().st_mtime_ns for path in models} == stamps
