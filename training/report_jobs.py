@@ -39,6 +39,7 @@ def job_path(run_dir: Path, job: dict) -> Path:
     if job["kind"] in ("supervised", "self_supervised"):
         what = "+".join(slug(key) for key in job["series"])
         what += f"__from-{job['init']}" if job.get("init") else ""
+        what += f"__radius{job['radius']}" if job.get("radius") is not None else ""
         what += f"__{job['iterations']}it"
     else:
         what = f"{slug(job['direction'])}__{job['variant']}__seed{job['seed']}__{job['steps']}steps"
@@ -109,7 +110,7 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
         model, info = train_supervised_model([domains[key] for key in job["series"]], settings, device, start)
     elif job["kind"] == "self_supervised":
         model, info = train_blind_spot([domains[key].low_dose for key in job["series"]], job["iterations"],
-                                       device=str(device),
+                                       device=str(device), radius=job["radius"],
                                        seed=config["supervised"]["seed"])
     else:
         start = shipped_model(job["start"]) if job["start_shipped"] else _load_model(run_dir / job["start"])

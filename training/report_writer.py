@@ -139,7 +139,9 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
         lines.append(f"| {name} | {', '.join(direction['source'])} | {', '.join(direction['target'])} | "
                      f"{', '.join(direction['evaluate'])} |")
     if config.get("not_run"):
-        lines += ["", f"**Not run in this report** (`--directions`): {', '.join(config['not_run'])}."]
+        lines += ["", f"**Directions not run in this report** (`--directions`): {', '.join(config['not_run'])}."]
+    if config.get("skip_self_supervised"):
+        lines += ["", "**The self-supervised baseline was not run in this report** (`--skip-self-supervised`)."]
     lines += ["", "Domains: " + "; ".join(f"`{key}` {title}" for key, title in DOMAIN_TITLES.items()) + ".", "",
               "## Table 1: PSNR (dB) / SSIM on the held-out target patient", "",
               "| method | " + " | ".join(f"{name} PSNR | {name} SSIM" for name in directions) + " |",
