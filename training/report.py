@@ -66,7 +66,8 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
                       "iterations": config["supervised"]["iterations"]}
         upper = {"kind": "supervised", "series": direction["target"], "iterations": config["supervised"]["iterations"]}
         if direction.get("upper_bound_from"):  # fine-tuned on the target pairs from that shipped model
-            upper.update(init=direction["upper_bound_from"], iterations=config["supervised"]["fine_tune_iterations"])
+            upper.update(init=direction["upper_bound_from"], iterations=config["supervised"]["fine_tune_iterations"],
+                         learning_rate=config["supervised"]["fine_tune_learning_rate"])
         self_supervised = {"kind": "self_supervised", "series": direction["target"],
                            "iterations": config["self_supervised"]["iterations"],
                            "radius": config["self_supervised"]["radius"]}

@@ -38,7 +38,7 @@ def job_path(run_dir: Path, job: dict) -> Path:
         return run_dir / "models" / f"shipped__{job['model']}.pt"
     if job["kind"] in ("supervised", "self_supervised"):
         what = "+".join(slug(key) for key in job["series"])
-        what += f"__from-{job['init']}" if job.get("init") else ""
+        what += f"__from-{job['init']}-lr{job['learning_rate']:g}" if job.get("init") else ""
         what += f"__radius{job['radius']}" if job.get("radius") is not None else ""
         what += f"__{job['iterations']}it"
     else:
@@ -106,6 +106,8 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
         model, info = shipped_model(job["model"]), {"shipped": job["model"]}
     elif job["kind"] == "supervised":
         settings = dict(config["supervised"], iterations=job["iterations"])
+        if job.get("init"):  # fine-tuning: from a lower peak rate down to a tenth of it
+            settings.update(learning_rate=job["learning_rate"], min_learning_rate=job["learning_rate"] / 10)
         start = shipped_model(job["init"]) if job.get("init") else None
         model, info = train_supervised_model([domains[key] for key in job["series"]], settings, device, start)
     elif job["kind"] == "self_supervised":
