@@ -128,7 +128,7 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
         model = result.model
         info = {"card": result.card, "last_losses": result.history[-1]}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    info.update(job=job, device=f"{device} ({device_name}, {threads} threads)", torch=torch.__version__,
+    info.update(job=job, device=f"{device} ({device_name}, threads: {threads})", torch=torch.__version__,
                 seconds=round(time.perf_counter() - tic, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
