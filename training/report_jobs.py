@@ -6,7 +6,6 @@ writes its weights and a description atomically.
 """
 
 import json
-import math
 import os
 import re
 import time
@@ -26,6 +25,7 @@ from LDCTDenoiseLib.normalization import hu_to_model
 
 from .report_domains import Series, load_domains
 from .self_supervised import train_blind_spot
+from .train_supervised import learning_rate
 
 
 def slug(text: str) -> str:
@@ -50,10 +50,6 @@ def _stack(series: list[Series], labelled: bool) -> list[tuple[np.ndarray, ...]]
     return [(item.low_dose, item.reference) if labelled else (item.low_dose,) for item in series]
 
 
-def _cosine(step: int, steps: int, high: float, low: float) -> float:
-    return low + 0.5 * (high - low) * (1 + math.cos(math.pi * step / max(steps, 1)))
-
-
 def train_supervised_model(series: list[Series], settings: dict, device: torch.device,
                            start: CPCE2D | None = None) -> tuple[CPCE2D, dict]:
     """CPCE-2D with MSE on the pairs of ``series``, with the shipped model's recipe (Adam, cosine decay); from
@@ -69,8 +65,7 @@ def train_supervised_model(series: list[Series], settings: dict, device: torch.d
     tic = time.perf_counter()
     for iteration in range(settings["iterations"]):
         for group in optimizer.param_groups:
-            group["lr"] = _cosine(iteration, settings["iterations"], settings["learning_rate"],
-                                  settings["min_learning_rate"])
+            group["lr"] = learning_rate(settings, iteration)
         low, normal = (torch.from_numpy(hu_to_model(patch)).to(device) for patch in
                        sampler.sample(settings["batch_size"]))
         loss = F.mse_loss(network(low), normal)

@@ -7,7 +7,6 @@ in the central 256 x 256 square, so they hold what a method leaves of the noise 
 """
 
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -220,6 +219,4 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
 def _json_default(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
     raise TypeError(f"not JSON serialisable: {type(value)}")
