@@ -65,14 +65,16 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
             source = {"kind": "supervised", "series": direction["source"],
                       "iterations": config["supervised"]["iterations"]}
         upper = {"kind": "supervised", "series": direction["target"], "iterations": config["supervised"]["iterations"]}
-        if direction.get("upper_bound_from"):  # fine-tuned on the target pairs from that shipped model
-            upper.update(init=direction["upper_bound_from"], iterations=config["supervised"]["fine_tune_iterations"],
-                         learning_rate=config["supervised"]["fine_tune_learning_rate"])
+        fine_tuned = None
+        if direction.get("fine_tuned_from"):  # the source model fine-tuned on the target pairs: a second upper bound
+            fine_tuned = {"kind": "supervised", "series": direction["target"], "init": direction["fine_tuned_from"],
+                          "iterations": config["supervised"]["fine_tune_iterations"],
+                          "learning_rate": config["supervised"]["fine_tune_learning_rate"]}
         self_supervised = {"kind": "self_supervised", "series": direction["target"],
                            "iterations": config["self_supervised"]["iterations"],
                            "radius": config["self_supervised"]["radius"]}
         with_self_supervised = not config.get("skip_self_supervised")
-        first += [job for job in (source, upper, self_supervised) if job not in first
+        first += [job for job in (source, upper, fine_tuned, self_supervised) if job is not None and job not in first
                   and (with_self_supervised or job is not self_supervised)]
         start_shipped = source["kind"] == "shipped"
         start = source["model"] if start_shipped else str(job_path(Path(), source))
@@ -99,6 +101,8 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
             table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], True, seeds[:1]))
                       for run in config["ablation"]["runs"]]
         table.append(("CPCE target-supervised (upper bound)", [upper]))
+        if fine_tuned:
+            table.append(("CPCE source-only fine-tuned on the target pairs (upper bound)", [fine_tuned]))
         rows[name] = table
         adaptations += [job for _, what in table if isinstance(what, list) for job in what if job["kind"] == "adapt"]
     return first, adaptations, rows

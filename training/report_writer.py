@@ -23,6 +23,7 @@ SOURCE_ONLY = "CPCE source-only"
 CONTROL = "CPCE + extra source training (control)"
 OURS = "CPCE + alignment (ours)"
 UPPER = "CPCE target-supervised (upper bound)"
+FINE_TUNED = "CPCE source-only fine-tuned on the target pairs (upper bound)"
 PRODUCT = "CPCE + alignment, phantom source (as the product runs it)"
 PRODUCT_CONTROL = "CPCE + extra phantom-source training (product control)"
 LARGE_SHIFT_MARGIN_DB, LARGE_SHIFT_GAP, NO_HARM_DB = 1.5, 0.70, 0.1
@@ -64,7 +65,8 @@ def _verdict(name: str, gains: dict) -> str:
 
 def _gains(summaries: dict, ours: str = OURS, control: str = CONTROL) -> dict:
     psnr = {label: summary["psnr_display"]["mean"] for label, summary in summaries.items()}
-    gap = psnr[UPPER] - psnr[SOURCE_ONLY]
+    # The gap is to the better of the two target-supervised models: what the target's labels can give at best.
+    gap = max(psnr[label] for label in (UPPER, FINE_TUNED) if label in psnr) - psnr[SOURCE_ONLY]
     return {"over_source": psnr[ours] - psnr[SOURCE_ONLY], "over_control": psnr[ours] - psnr[control],
             "gap": gap, "gap_closed": (psnr[ours] - psnr[SOURCE_ONLY]) / gap if gap >= MIN_GAP_DB else None}
 
@@ -72,7 +74,7 @@ def _gains(summaries: dict, ours: str = OURS, control: str = CONTROL) -> dict:
 def _nps_figure(name: str, rows: dict, path: Path) -> None:
     figure = Figure(figsize=(6.0, 3.6), dpi=120)
     axes = figure.add_subplot()
-    for label in ("Low-dose input", "BM3D", SOURCE_ONLY, CONTROL, OURS, UPPER):
+    for label in ("Low-dose input", "BM3D", SOURCE_ONLY, CONTROL, OURS, UPPER, FINE_TUNED):
         if label in rows:
             nps = rows[label]["runs"][0]["nps"]
             axes.plot(nps["frequency"], nps["power"], label=label)
@@ -154,7 +156,7 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     lines += ["", "## What the alignment adds", "",
-              "| direction | ours − source-only (dB) | ours − control (dB) | upper − source-only (dB) | "
+              "| direction | ours − source-only (dB) | ours − control (dB) | best upper bound − source-only (dB) | "
               "gap closed | seed SD ours / control (dB) | verdict |", "|---|---|---|---|---|---|---|"]
     for name in directions:
         gain = gains[name]
