@@ -4,9 +4,10 @@
     python -m training.report --device cuda --jobs 8 --stage train    # only the training jobs (e.g. on a GPU box)
     python -m training.report --quick              # tiny budgets into runs/report-quick/, to check the pipeline
 
-Stages: (1) the domains (Mayo arrays, simulated S and LS; training/report_domains.py), (2) supervised source-only and
-upper-bound CPCEs and the self-supervised baseline, (3) the adaptation runs (ours, the extra-source-training
-control, the product's phantom source, the mask ablation; every seed), (4) NLM and BM3D, (5) scoring on each
+Stages: (1) the domains (Mayo arrays, simulated S, LS and VL; training/report_domains.py), (2) supervised
+source-only and upper-bound CPCEs and the self-supervised baseline, (3) the adaptation runs (the alignment, the
+extra-source-training control, target-noise matching, the product's phantom source, the mask ablation; every seed),
+(4) NLM and BM3D, (5) scoring on each
 direction's held-out patient and writing ``report.md``, ``results.json`` and the figures. Every job's output is
 cached under ``runs/report/`` and named by its content, so the command resumes after an interruption, a second
 run only re-scores, and models trained elsewhere can be copied in. On 2 CPU cores the full budget takes many hours;
@@ -40,6 +41,7 @@ from .run_files import REPO_ROOT, git_commit
 DEFAULT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 NPS_SQUARE = 256  # the central square of each slice where the noise SD and NPS of (output - reference) are taken
 CONTROL = {"adversarial_weight": 0.0}
+NOISE_MATCHING = {"match_target_noise": True, "adversarial_weight": 0.0, "anchor_weight": 0.0}
 
 
 def quick(config: dict) -> dict:
@@ -91,12 +93,15 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
             table.append(("Self-supervised, target scans only (structured blind spot)", [self_supervised]))
         table += [("CPCE source-only", [source]),
                  ("CPCE + extra source training (control)", runs("control", CONTROL, True)),
-                 ("CPCE + alignment (ours)", runs("ours", {}, True))]
+                 ("CPCE + alignment (ours)", runs("ours", {}, True)),
+                 ("CPCE + target-noise matching (ours)", runs("noise-matching", NOISE_MATCHING, True))]
         if name in config.get("product_source", []):
             table += [("CPCE + extra phantom-source training (product control)",
                        runs("product-control", CONTROL, False, seeds[:1])),
                       ("CPCE + alignment, phantom source (as the product runs it)",
-                       runs("product", {}, False, seeds[:1]))]
+                       runs("product", {}, False, seeds[:1])),
+                      ("CPCE + target-noise matching, phantom source",
+                       runs("product-noise-matching", NOISE_MATCHING, False, seeds[:1]))]
         if name in config.get("ablation", {}).get("directions", []):
             table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], True, seeds[:1]))
                       for run in config["ablation"]["runs"]]

@@ -25,6 +25,8 @@ OURS = "CPCE + alignment (ours)"
 UPPER = "CPCE target-supervised (upper bound)"
 FINE_TUNED = "CPCE source-only fine-tuned on the target pairs (upper bound)"
 PRODUCT = "CPCE + alignment, phantom source (as the product runs it)"
+NOISE_MATCHING = "CPCE + target-noise matching (ours)"
+PRODUCT_NOISE_MATCHING = "CPCE + target-noise matching, phantom source"
 PRODUCT_CONTROL = "CPCE + extra phantom-source training (product control)"
 LARGE_SHIFT_MARGIN_DB, LARGE_SHIFT_GAP, NO_HARM_DB = 1.5, 0.70, 0.1
 MIN_GAP_DB = 0.1  # below this the upper bound does not beat source-only and "gap closed" means nothing
@@ -74,7 +76,7 @@ def _gains(summaries: dict, ours: str = OURS, control: str = CONTROL) -> dict:
 def _nps_figure(name: str, rows: dict, path: Path) -> None:
     figure = Figure(figsize=(6.0, 3.6), dpi=120)
     axes = figure.add_subplot()
-    for label in ("Low-dose input", "BM3D", SOURCE_ONLY, CONTROL, OURS, UPPER, FINE_TUNED):
+    for label in ("Low-dose input", "BM3D", SOURCE_ONLY, CONTROL, OURS, NOISE_MATCHING, UPPER, FINE_TUNED):
         if label in rows:
             nps = rows[label]["runs"][0]["nps"]
             axes.plot(nps["frequency"], nps["power"], label=label)
@@ -89,7 +91,7 @@ def _nps_figure(name: str, rows: dict, path: Path) -> None:
 
 def _example_figure(name: str, result: dict, path: Path) -> None:
     labels = ["Low-dose input", "BM3D", "Self-supervised, target scans only (structured blind spot)", SOURCE_ONLY,
-              OURS, UPPER]
+              OURS, NOISE_MATCHING, UPPER]
     panels = [("Normal-dose reference", result["example_reference"])]
     panels += [(label, result["rows"][label]["example"]) for label in labels if label in result["rows"]]
     rows_y, columns_x = panels[0][1].shape
@@ -114,9 +116,13 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
     labels = []
     for name in directions:
         labels += [label for label in summaries[name] if label not in labels and not label.startswith("ablation")]
-    gains = {name: _gains(summaries[name]) for name in directions}
-    product = {name: _gains(summaries[name], PRODUCT, PRODUCT_CONTROL) for name in directions
-               if PRODUCT in summaries[name]}
+    methods = {"alignment": (OURS, CONTROL), "target-noise matching": (NOISE_MATCHING, CONTROL)}
+    gains = {name: {method: _gains(summaries[name], *labels) for method, labels in methods.items()
+                    if labels[0] in summaries[name]} for name in directions}
+    product_methods = {"alignment": PRODUCT, "target-noise matching": PRODUCT_NOISE_MATCHING}
+    product = {name: {method: _gains(summaries[name], label, PRODUCT_CONTROL)
+                      for method, label in product_methods.items() if label in summaries[name]}
+               for name in directions if PRODUCT_CONTROL in summaries[name]}
 
     lines = ["# Evaluation report: cross-domain adaptation of CPCE-2D on real and simulated CT",
              "",
@@ -155,24 +161,26 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
             cells += [_cell(summary, "psnr_display", 2), _cell(summary, "ssim_display", 3)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    lines += ["", "## What the alignment adds", "",
-              "| direction | ours − source-only (dB) | ours − control (dB) | best upper bound − source-only (dB) | "
-              "gap closed | seed SD ours / control (dB) | verdict |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "## What the adaptation adds (real source pairs)", "",
+              "| direction | method | ours − source-only (dB) | ours − control (dB) | best upper bound − source-only "
+              "(dB) | gap closed | seed SD ours / control (dB) | verdict |", "|---|---|---|---|---|---|---|---|"]
     for name in directions:
-        gain = gains[name]
-        closed = f"– (gap < {MIN_GAP_DB} dB)" if gain["gap_closed"] is None else f"{gain['gap_closed']:.0%}"
-        lines.append(f"| {name} | {gain['over_source']:+.2f} | {gain['over_control']:+.2f} | {gain['gap']:+.2f} | "
-                     f"{closed} | {summaries[name][OURS]['psnr_seed_sd']:.2f} / "
-                     f"{summaries[name][CONTROL]['psnr_seed_sd']:.2f} | {_verdict(name, gain)} |")
+        for method, gain in gains[name].items():
+            closed = f"– (gap < {MIN_GAP_DB} dB)" if gain["gap_closed"] is None else f"{gain['gap_closed']:.0%}"
+            lines.append(f"| {name} | {method} | {gain['over_source']:+.2f} | {gain['over_control']:+.2f} | "
+                         f"{gain['gap']:+.2f} | {closed} | "
+                         f"{summaries[name][methods[method][0]]['psnr_seed_sd']:.2f} / "
+                         f"{summaries[name][CONTROL]['psnr_seed_sd']:.2f} | {_verdict(name, gain)} |")
     if product:
         lines += ["", "### The product's source signal (phantom pairs) against real source pairs", "",
-                  "| direction | real source: ours − source-only | phantom source: ours − source-only | "
-                  "phantom: ours − its control | share of the real-source gain kept |", "|---|---|---|---|---|"]
-        for name, gain in product.items():
-            real = gains[name]["over_source"]
-            kept = f"{gain['over_source'] / real:.0%}" if real > 0.05 else "– (no real-source gain)"
-            lines.append(f"| {name} | {real:+.2f} | {gain['over_source']:+.2f} | {gain['over_control']:+.2f} | "
-                         f"{kept} |")
+                  "| direction | method | real source: ours − source-only | phantom source: ours − source-only | "
+                  "phantom: ours − its control | share of the real-source gain kept |", "|---|---|---|---|---|---|"]
+        for name, by_method in product.items():
+            for method, gain in by_method.items():
+                real = gains[name][method]["over_source"]
+                kept = f"{gain['over_source'] / real:.0%}" if real > 0.05 else "– (no real-source gain)"
+                lines.append(f"| {name} | {method} | {real:+.2f} | {gain['over_source']:+.2f} | "
+                             f"{gain['over_control']:+.2f} | {kept} |")
 
     ablated = [name for name in directions if any(label.startswith("ablation") for label in summaries[name])]
     if ablated:

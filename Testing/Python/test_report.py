@@ -30,7 +30,7 @@ def small_report(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("report")
     with open(report.DEFAULT_CONFIG, encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
-    names = ("D45→B30", "D45→LS (large shift)")
+    names = ("D45→B30", "D45→VL (large shift: 5 % dose)")
     config.update(data_root=str(shared_data), output_dir=str(root / "runs"), report_dir=str(root / "report"),
                   normal_dose_every=55, seeds=[0], classical=["nlm"],
                   directions=[d for d in config["directions"] if d["name"] in names],
@@ -49,14 +49,15 @@ def small_report(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_report_tables_and_files(small_report: tuple[Path, dict]) -> None:
     root, config = small_report
     text = (root / "report" / "report.md").read_text(encoding="utf-8")
-    assert "## Table 1" in text and "## What the alignment adds" in text and "## Ablation" in text
+    assert "## Table 1" in text and "## What the adaptation adds" in text and "## Ablation" in text
     table = text.split("## Table 1")[1].split("##")[0]
     for label in ("Low-dose input", "NLM", "CPCE source-only", "CPCE + alignment (ours)",
-                  "CPCE + extra source training (control)", "CPCE target-supervised (upper bound)",
+                  "CPCE + extra source training (control)", "CPCE + target-noise matching (ours)",
+                  "CPCE target-supervised (upper bound)", "CPCE source-only fine-tuned on the target pairs",
                   "Self-supervised, target scans only"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {label}"))
         assert "–" not in row and "nan" not in row, row
-    for direction in ("d45-b30", "d45-ls-large-shift"):
+    for direction in ("d45-b30", "d45-vl-large-shift-5-dose"):
         assert (root / "report" / f"nps-{direction}.png").stat().st_size > 10_000
         assert (root / "runs" / "figures" / f"examples-{direction}.png").stat().st_size > 10_000
         assert not (root / "report" / f"examples-{direction}.png").exists()  # Mayo images stay out of the report
@@ -71,7 +72,7 @@ def test_low_dose_row_matches_the_engine_metrics(small_report: tuple[Path, dict]
     summary = results["summaries"]["D45→B30"]["Low-dose input"]["psnr_display"]
     assert summary["mean"] == pytest.approx(np.mean(expected), abs=1e-9)
     assert summary["sd"] == pytest.approx(np.std(expected, ddof=1), abs=1e-9)
-    gains = results["gains"]["D45→B30"]
+    gains = results["gains"]["D45→B30"]["alignment"]
     ours = results["summaries"]["D45→B30"]["CPCE + alignment (ours)"]["psnr_display"]["mean"]
     source = results["summaries"]["D45→B30"]["CPCE source-only"]["psnr_display"]["mean"]
     assert gains["over_source"] == pytest.approx(ours - source)
@@ -80,9 +81,9 @@ def test_low_dose_row_matches_the_engine_metrics(small_report: tuple[Path, dict]
 def test_second_run_reuses_every_model(small_report: tuple[Path, dict]) -> None:
     root, config = small_report
     models = sorted((root / "runs" / "models").glob("*.pt"))
-    # the shipped source model (copied once), 2 fine-tuned upper bounds, 2 self-supervised, per direction ours +
-    # control, 1 ablation run
-    assert len(models) == 1 + 2 + 2 + 5
+    # the shipped source model (copied once), 2 upper bounds from scratch, 2 fine-tuned, 2 self-supervised, per
+    # direction the alignment, the control and the noise matching, 1 ablation run
+    assert len(models) == 1 + 2 + 2 + 2 + 3 * 2 + 1
     stamps = {path: path.stat().st_mtime_ns for path in models}
     report.main(["--config", str(root / "config.yaml"), "--device", "cpu"])
     assert {path: path.stat().st_mtime_ns for path in models} == stamps

@@ -43,6 +43,10 @@ can flip it.
   (``source.py``), and the target outputs are anchored to the starting model by a small MSE (``anchor_weight``)
   because the phantom's anatomy is simpler than a patient's: the anchor stops the alignment from pulling real
   anatomy towards the phantom's. Research runs pass explicit pairs (e.g. Mayo) and may set the anchor to 0.
+- Target-noise matching (``match_target_noise``, ``noise_matching.py``), our addition to the paper: the source
+  low-dose patches get extra noise so that their noise power spectrum matches the one estimated from the unlabeled
+  target scans. It is what moves a denoiser to a noisier scanner or a lower dose, which the alignment cannot; with
+  ``adversarial_weight`` 0 and ``anchor_weight`` 0 it is noise-matched fine-tuning alone.
 - The perceptual loss needs ImageNet VGG-19 weights, which cannot be downloaded: with no local file it is off, with
   a warning, and the card says so.
 """
@@ -64,6 +68,7 @@ from ..normalization import HU_RANGE, hu_to_model
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .discriminator import GAN_LOSSES, AlignmentDiscriminator, discriminator_loss, generator_loss
 from .frequency_mask import MASK_KINDS, FrequencyMask, apply_mask
+from .noise_matching import NoiseMatcher
 from .patches import BodyPatchSampler
 from .perceptual import DEFAULT_LAYER, PerceptualLoss
 from .source import SourcePairs, phantom_source_bank
@@ -109,6 +114,7 @@ class AdaptationConfig:
     source_size: int = 512
     source_pixel_mm: float = 0.7
     source_seed: int = 0
+    match_target_noise: bool = False
     seed: int = 0
     device: str = "auto"
 
@@ -208,6 +214,8 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         mask = FrequencyMask(config.mask, config.mask_bands, config.fixed_cutoff, config.bernoulli_keep,
                              config.mask_binary).to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    matcher = (NoiseMatcher([source.low_dose], targets, config.patch_size, device) if config.match_target_noise
+               else None)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=config.learning_rate, betas=ADAM_BETAS)
     discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.discriminator_learning_rate,
                                                betas=ADAM_BETAS)
@@ -228,7 +236,10 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
     tic = time.perf_counter()
     for step in range(1, config.steps + 1):
         check_cancel(cancel)
-        low_source, normal_source = (_to_model(p, device) for p in source_sampler.sample(config.batch_size))
+        low_source, normal_source = (torch.from_numpy(p).to(device) for p in source_sampler.sample(config.batch_size))
+        if matcher is not None:
+            low_source = matcher(low_source, generator)
+        low_source, normal_source = hu_to_model(low_source), hu_to_model(normal_source)
         low_target = _to_model(target_sampler.sample(config.batch_size)[0], device)
         output_source, output_target = denoiser(low_source), denoiser(low_target)
         pair_mask, kl = mask([low_source, low_target], generator)
@@ -301,6 +312,7 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
             "optimizer": f"Adam betas {ADAM_BETAS}, constant learning rates",
             "patch_sampling": "centres inside the body (> -500 HU) in both domains, flips and 90-degree rotations",
             "source": source_card,
+            "target_noise_matching": matcher.card if matcher is not None else {"enabled": False},
             "target": {"volumes": len(targets), "slices": n_slices,
                        "slice_shapes": sorted({f"{v.shape[1]}x{v.shape[2]}" for v in targets}),
                        "labels": "none (unlabeled low-dose scans)"},
