@@ -36,6 +36,9 @@ can flip it.
   raw model units (HU/4096) the domains differ by texture a thousandth of the input range, and in the raw runs
   whose losses we logged (L109 and phantom targets) the critic's loss stayed at chance (ln 4); in HU units it has
   the grip the weight study above shows (0 = raw).
+- Learning-rate schedule (``learning_rate_schedule``): the denoiser's rate falls to 0 along a cosine ("cosine"),
+  because the last step's weights are what the user gets: at a constant rate, one run's held-out PSNR swung by
+  ±0.8 dB between checkpoints 25 steps apart (noise matching, 10 % dose smooth-kernel target, seed 2, CPU).
 - Fine-tuning rates: the denoiser's ``learning_rate`` (5e-5) is a sixth of the supervised peak rate, so a few
   hundred steps can move the model but not undo its training; the critic and the encoder learn faster.
 - The source signal (``source`` argument): the Mayo images cannot ship, so by default the source pairs are simulated
@@ -78,6 +81,7 @@ METHOD = ("semantic information alignment (Huang et al.): adaptive random freque
 MASK_LEARNERS = ("discriminator", "denoiser")
 DISCRIMINATOR_REAL = ("source_output", "source_reference")
 ADAM_BETAS = (0.5, 0.999)
+LEARNING_RATE_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -92,6 +96,7 @@ class AdaptationConfig:
     batch_size: int = 16
     patch_size: int = 64
     learning_rate: float = 5e-5
+    learning_rate_schedule: str = "cosine"
     discriminator_learning_rate: float = 1e-4
     encoder_learning_rate: float = 1e-3
     lambda_rec: float = 0.67
@@ -121,7 +126,8 @@ class AdaptationConfig:
     def __post_init__(self) -> None:
         choices = {"mask": (self.mask, MASK_KINDS), "mask_learner": (self.mask_learner, MASK_LEARNERS),
                    "discriminator_real": (self.discriminator_real, DISCRIMINATOR_REAL),
-                   "gan_loss": (self.gan_loss, GAN_LOSSES)}
+                   "gan_loss": (self.gan_loss, GAN_LOSSES),
+                   "learning_rate_schedule": (self.learning_rate_schedule, LEARNING_RATE_SCHEDULES)}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise LDCTDenoiseError(f"Adaptation setting {name}={value!r}; choose one of {', '.join(allowed)}.")
@@ -236,6 +242,9 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
     tic = time.perf_counter()
     for step in range(1, config.steps + 1):
         check_cancel(cancel)
+        if config.learning_rate_schedule == "cosine":  # from learning_rate at step 1 to 0 at the last step
+            progress_share = (step - 1) / max(config.steps - 1, 1)
+            optimizer.param_groups[0]["lr"] = config.learning_rate * 0.5 * (1.0 + np.cos(np.pi * progress_share))
         low_source, normal_source = (torch.from_numpy(p).to(device) for p in source_sampler.sample(config.batch_size))
         if matcher is not None:
             low_source = matcher(low_source, generator)
@@ -309,7 +318,8 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
             "engine_version": __version__,
             "base_model": config.base_model,
             "config": asdict(config),
-            "optimizer": f"Adam betas {ADAM_BETAS}, constant learning rates",
+            "optimizer": f"Adam betas {ADAM_BETAS}; the denoiser's rate {config.learning_rate_schedule}, the "
+                         f"critic's and the encoder's constant",
             "patch_sampling": "centres inside the body (> -500 HU) in both domains, flips and 90-degree rotations",
             "source": source_card,
             "target_noise_matching": matcher.card if matcher is not None else {"enabled": False},

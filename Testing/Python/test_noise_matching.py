@@ -1,0 +1,93 @@
+"""T0: target-noise matching (adaptation/noise_matching.py): the reference-free NPS, the added noise, its use in adapt()."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from LDCTDenoiseLib.adaptation import AdaptationConfig, SourcePairs, adapt
+from LDCTDenoiseLib.adaptation.noise_matching import NoiseMatcher, estimate_nps_2d
+from LDCTDenoiseLib.cpce import CPCE2D
+from LDCTDenoiseLib.errors import LDCTDenoiseError
+
+SIZE = 32
+
+
+def body(rng: np.random.Generator, slices: int, noise: np.ndarray | float, size: int = 160) -> np.ndarray:
+    """A soft-tissue disc (40 HU) in air with ``noise`` (an array of the volume's shape, or white noise of that SD)."""
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2.0
+    disc = np.where(np.hypot(y, x) < 0.45 * size, 40.0, -1000.0)
+    if np.isscalar(noise):
+        noise = noise * rng.standard_normal((slices, size, size))
+    return (disc + noise).astype(np.float32)
+
+
+def correlated_noise(rng: np.random.Generator, shape: tuple[int, ...], sd: float, sigma: float) -> np.ndarray:
+    """Gaussian noise of SD ``sd`` smoothed in-plane: power at low frequencies, as a smooth CT kernel gives."""
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape), (0, sigma, sigma))
+    return noise * (sd / noise.std())
+
+
+def test_the_nps_of_white_noise_is_flat_and_sums_to_its_variance():
+    rng = np.random.default_rng(0)
+    nps = estimate_nps_2d([body(rng, 4, 30.0)], SIZE)
+    assert nps.shape == (SIZE, SIZE)
+    # Parseval: the NPS sums to the pixel variance times the pixel count (the plane fit takes 3 of 1024 dof)
+    assert np.sqrt(nps.sum() / nps.size) == pytest.approx(30.0, rel=0.05)
+    off_dc = np.delete(nps.ravel(), 0)
+    assert off_dc.std() / off_dc.mean() < 0.3  # flat, within the estimate's scatter
+
+
+def test_matching_adds_the_missing_noise_power_and_nothing_where_the_target_is_quieter():
+    rng = np.random.default_rng(1)
+    source = [body(rng, 4, 20.0)]
+    noisier = [body(rng, 4, 60.0)]
+    matcher = NoiseMatcher(source, noisier, SIZE, torch.device("cpu"))
+    # white 20 HU -> white 60 HU: about sqrt(60² - 20²) = 56.6 HU added, less the part below the frequency floor
+    assert 45.0 < matcher.card["added_noise_sd_hu"] < 60.0
+    patches = torch.zeros((64, 1, SIZE, SIZE))
+    added = matcher(patches, torch.Generator().manual_seed(0))
+    assert added.std().item() == pytest.approx(matcher.card["added_noise_sd_hu"], rel=0.05)
+    assert abs(added.mean().item()) < 1.0  # the patch means stay
+
+    quieter = NoiseMatcher(source, [body(rng, 4, 10.0)], SIZE, torch.device("cpu"))
+    assert quieter.card["added_noise_sd_hu"] == 0.0
+
+
+def test_matching_follows_the_target_texture():
+    """A smooth-kernel target (low-frequency noise) gets low-frequency noise added, not white noise."""
+    rng = np.random.default_rng(2)
+    source = [body(rng, 4, 20.0)]
+    shape = (4, 160, 160)
+    target = [body(rng, 4, correlated_noise(rng, shape, 60.0, 1.5))]
+    matcher = NoiseMatcher(source, target, SIZE, torch.device("cpu"))
+    noise = matcher(torch.zeros((64, 1, SIZE, SIZE)), torch.Generator().manual_seed(0)).numpy()[:, 0]
+    spectrum = (np.abs(np.fft.fft2(noise)) ** 2).mean(axis=0)
+    frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(SIZE), np.fft.fftfreq(SIZE), indexing="ij"))
+    assert spectrum[(frequency > 0.1) & (frequency < 0.2)].mean() > 10 * spectrum[frequency > 0.4].mean()
+
+
+def test_scans_without_soft_tissue_are_refused_with_a_clear_error():
+    air = [np.full((2, 96, 96), -1000.0, np.float32)]
+    with pytest.raises(LDCTDenoiseError, match="soft-tissue regions"):
+        estimate_nps_2d(air, SIZE)
+
+
+def test_adapt_with_noise_matching_records_it_in_the_card():
+    rng = np.random.default_rng(3)
+    normal = body(rng, 3, 0.0, size=96)
+    pairs = SourcePairs(normal + 20.0 * rng.standard_normal(normal.shape).astype(np.float32), normal)
+    targets = [body(rng, 3, 70.0, size=96)]
+    config = AdaptationConfig(steps=3, batch_size=4, patch_size=SIZE, device="cpu", match_target_noise=True,
+                              adversarial_weight=0.0, anchor_weight=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = adapt(CPCE2D(), targets, config, pairs)
+        plain = adapt(CPCE2D(), targets, AdaptationConfig(steps=1, batch_size=4, patch_size=SIZE, device="cpu"),
+                      pairs)
+    card = result.card["training"]["target_noise_matching"]
+    assert card["added_noise_sd_hu"] > 40.0 and card["target_noise_sd_hu"] > card["source_noise_sd_hu"]
+    assert result.card["training"]["config"]["learning_rate_schedule"] == "cosine"
+    assert plain.card["training"]["target_noise_matching"] == {"enabled": False}
