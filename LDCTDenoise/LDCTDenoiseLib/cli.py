@@ -219,6 +219,7 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     config = AdaptationConfig(name=args.name, base_model=args.base_model, steps=args.steps,
                               learning_rate=args.learning_rate, adversarial_weight=args.adversarial_weight,
                               anchor_weight=args.anchor_weight, mask=args.mask,
+                              match_target_noise=args.match_target_noise,
                               perceptual_weights=str(args.vgg19_weights) if args.vgg19_weights else None,
                               seed=args.seed, device=args.device,
                               command="ldct-denoise " + " ".join(shlex.quote(a) for a in args.argv))
@@ -306,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="frequency mask before the discriminator (default %(default)s)")
     adapt.add_argument("--vgg19-weights", type=Path, help="local ImageNet VGG-19 weights (torchvision layout) for "
                                                           "the perceptual loss; off without them")
+    adapt.add_argument("--match-target-noise", action="store_true",
+                       help="give the source pairs the extra noise measured in the target scans (for a noisier "
+                            "scanner or a lower dose); with --adversarial-weight 0 --anchor-weight 0 it is noise "
+                            "matching alone")
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
 

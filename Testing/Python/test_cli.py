@@ -295,3 +295,16 @@ def test_adapt_saves_a_profile_that_denoise_then_uses(profile, tmp_path, monkeyp
     assert card["training"]["base_model"] == profile and "adapt" in card["command"]
     assert "Use it with" in capsys.readouterr().out
     assert main(["denoise", str(target), str(tmp_path / "out"), "--model", "scanner-x", "--quiet"]) == 0
+
+
+def test_adapt_with_target_noise_matching_records_it_in_the_profile(profile, tmp_path, monkeypatch,
+                                                                     source_bank_cache):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
+    target = tmp_path / "target"
+    write_ct_series(target, phantom_hu(n_slices=3, size=192), pixel_spacing=(0.7, 0.7))
+    assert main(["adapt", str(target), "--name", "noisy-scanner", "--from", profile, "--steps", "2",
+                 "--match-target-noise", "--adversarial-weight", "0", "--anchor-weight", "0", "--device", "cpu",
+                 "--quiet"]) == 0
+    card = json.loads((tmp_path / "profiles" / "noisy-scanner.json").read_text())
+    assert card["training"]["config"]["match_target_noise"] is True
+    assert card["training"]["target_noise_matching"]["target_noise_sd_hu"] > 0
