@@ -112,7 +112,8 @@ class LDCTDenoiseParameterNode:
     roi, backgroundRoi - Regions of the comparison: zoom, ROI numbers and CNR.
     profileName - Name of the profile the adaptation saves.
     adaptSteps, learningRate - Length and step size of the adaptation's fine-tuning.
-    adversarialWeight, anchorWeight, mask - The adaptation's advanced settings (see the engine's AdaptationConfig).
+    adversarialWeight, anchorWeight, mask, matchTargetNoise - The adaptation's advanced settings (see the engine's
+        AdaptationConfig).
     exportVolume - The denoised volume to write as a derived DICOM series.
     exportDirectory - The folder that receives the exported series (in a new subfolder).
     """
@@ -132,6 +133,7 @@ class LDCTDenoiseParameterNode:
     adversarialWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0005
     anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
     mask: AdaptMask = AdaptMask.ADAPTIVE
+    matchTargetNoise: bool = False
     exportVolume: vtkMRMLScalarVolumeNode
     exportDirectory: Path = Path.home()
 
@@ -461,7 +463,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode = self._parameterNode
         return {"steps": parameterNode.adaptSteps, "learning_rate": parameterNode.learningRate,
                 "adversarial_weight": parameterNode.adversarialWeight, "anchor_weight": parameterNode.anchorWeight,
-                "mask": parameterNode.mask.value, "device": parameterNode.device.value}
+                "mask": parameterNode.mask.value, "match_target_noise": parameterNode.matchTargetNoise,
+                "device": parameterNode.device.value}
 
     def onStartAdaptButton(self) -> None:
         """Adapt the chosen model to the ticked scans in a background PythonSlicer process."""

@@ -433,4 +433,7 @@ def test_adapt_settings_start_at_the_engines_defaults(widget):
     settings = widget.adaptationSettings()
     assert settings == {"steps": engine.steps, "learning_rate": engine.learning_rate,
                         "adversarial_weight": engine.adversarial_weight, "anchor_weight": engine.anchor_weight,
-                        "mask": engine.mask, "device": "cpu"}
+                        "mask": engine.mask, "match_target_noise": engine.match_target_noise, "device": "cpu"}
+    widget.ui.matchTargetNoiseCheckBox.setChecked(True)
+    assert widget._parameterNode.matchTargetNoise is True
+    assert widget.adaptationSettings()["match_target_noise"] is True
