@@ -217,7 +217,10 @@ def test_ctrl_c_during_denoise_leaves_nothing_behind(profile, tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "LDCTDenoiseLib.cli", "denoise", str(folder), str(out),
                                 "--model", profile, "--device", "cpu", "--batch-size", "1"],
-                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                               # a shell's background job (`make test &`) ignores SIGINT, and children inherit
+                               # that: restore the default, as a terminal's foreground process has it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     deadline = time.monotonic() + 120
     while "denoise" not in seen and time.monotonic() < deadline:
