@@ -164,6 +164,17 @@ def cnr(image2d: np.ndarray, roi: Roi, background_roi: Roi) -> float:
     return abs(signal["mean"] - background["mean"]) / background["sd"]
 
 
+def noise_power_spectrum_2d(noise_images: np.ndarray, pixel_mm: float = 1.0) -> np.ndarray:
+    """2-D NPS of a stack (n, y, x) of noise-only images, unshifted DFT order: (dx dy) / (Nx Ny) < |DFT(I - mean)|² >.
+
+    In HU² mm², or HU² per pixel with ``pixel_mm`` 1 (then it sums to the variance times the pixel count).
+    """
+    images = np.asarray(noise_images, dtype=np.float64)
+    centred = images - images.mean(axis=(-2, -1), keepdims=True)
+    power = np.mean(np.abs(fft.fft2(centred, axes=(-2, -1))) ** 2, axis=0)
+    return power * pixel_mm * pixel_mm / (images.shape[-2] * images.shape[-1])
+
+
 def noise_power_spectrum(
     noise_images: np.ndarray, pixel_mm: float, roi: Optional[Roi] = None, n_bins: Optional[int] = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -192,9 +203,7 @@ def noise_power_spectrum(
     if min(rows, columns) < 2:
         raise ValueError(f"The NPS needs regions of at least 2x2 pixels, got {columns}x{rows}.")
 
-    centred = images - images.mean(axis=(1, 2), keepdims=True)
-    power = np.mean(np.abs(fft.fft2(centred, axes=(1, 2))) ** 2, axis=0)
-    nps2d = power * pixel_mm * pixel_mm / (rows * columns)
+    nps2d = noise_power_spectrum_2d(images, pixel_mm)
 
     fy = fft.fftfreq(rows, d=pixel_mm)
     fx = fft.fftfreq(columns, d=pixel_mm)

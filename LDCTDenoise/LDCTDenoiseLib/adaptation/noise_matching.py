@@ -19,8 +19,9 @@ target it gains +1.94 dB over the source-only model and the extra-source-trainin
 target-supervised CPCE; the alignment +1.22 dB), and it does no harm (within 0.1 dB of the control) on four of the
 five smaller shifts; on B30 -> D45 it costs 0.6 dB.
 
-No library estimates a 2D NPS from patient images (scikit-image and SimpleITK have none), so the few lines are ours;
-the FFTs are numpy's and torch's.
+No library picks noise-only regions out of patient images (scikit-image and SimpleITK have nothing for it), so the
+ROI selection is ours; the 2D NPS is the engine's metric (``metrics.noise_power_spectrum_2d``) and the FFTs are
+numpy's and torch's.
 """
 
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import torch
 from scipy import ndimage
 
 from ..errors import LDCTDenoiseError
+from ..metrics import noise_power_spectrum_2d
 
 SOFT_TISSUE_HU = (-150.0, 250.0)  # ROI means taken as flat soft tissue (fat to enhanced liver)
 STRUCTURE_SIGMA_PX = 3.0  # smoothing that leaves mostly anatomy, to rank ROIs by how flat they are
@@ -73,9 +75,8 @@ def _flat_rois(volume: np.ndarray, size: int) -> np.ndarray:
 
 def estimate_nps_2d(volumes: Sequence[np.ndarray], size: int) -> np.ndarray:
     """2D NPS (``size`` x ``size``, unshifted FFT order, HU² per pixel: E|FFT|²/size²) of HU scans, reference-free."""
-    rois = np.concatenate([_flat_rois(np.asarray(volume, np.float32), size) for volume in volumes])
-    spectrum = np.abs(np.fft.fft2(rois)) ** 2 / (size * size)
-    return spectrum.mean(axis=0)
+    return noise_power_spectrum_2d(np.concatenate([_flat_rois(np.asarray(volume, np.float32), size)
+                                                   for volume in volumes]))
 
 
 def _sd(nps: np.ndarray) -> float:
@@ -84,7 +85,8 @@ def _sd(nps: np.ndarray) -> float:
 
 
 class NoiseMatcher:
-    """Adds stationary Gaussian noise with NPS = max(NPS_target - NPS_source, 0) to HU patches of ``size``²."""
+    """Adds stationary Gaussian noise with NPS = NPS_target - NPS_source to HU patches of ``size``², at the frequencies
+    where the target clearly holds more noise (``EXCESS_GATE``, ``LOW_FREQUENCY_FLOOR``), and none elsewhere."""
 
     def __init__(self, source_low_dose: Sequence[np.ndarray], target_volumes: Sequence[np.ndarray], size: int,
                  device: torch.device) -> None:
