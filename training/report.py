@@ -35,13 +35,14 @@ from LDCTDenoiseLib.metrics import noise_power_spectrum, nps_summary, per_slice_
 
 from .report_domains import load_domains
 from .report_jobs import job_path, load_job_model, run_job, slug
+from . import report_writer as labels
 from .report_writer import write_report
 from .run_files import REPO_ROOT, git_commit
 
 DEFAULT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 NPS_SQUARE = 256  # the central square of each slice where the noise SD and NPS of (output - reference) are taken
-CONTROL = {"adversarial_weight": 0.0}
-NOISE_MATCHING = {"match_target_noise": True, "adversarial_weight": 0.0, "anchor_weight": 0.0}
+CONTROL_SETTINGS = {"adversarial_weight": 0.0}
+NOISE_MATCHING_SETTINGS = {"match_target_noise": True, "adversarial_weight": 0.0, "anchor_weight": 0.0}
 
 
 def quick(config: dict) -> dict:
@@ -90,24 +91,22 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
 
         table = [("Low-dose input", "input"), *((method.upper(), method) for method in config["classical"])]
         if with_self_supervised:
-            table.append(("Self-supervised, target scans only (structured blind spot)", [self_supervised]))
-        table += [("CPCE source-only", [source]),
-                 ("CPCE + extra source training (control)", runs("control", CONTROL, True)),
-                 ("CPCE + alignment (ours)", runs("ours", {}, True)),
-                 ("CPCE + target-noise matching (ours)", runs("noise-matching", NOISE_MATCHING, True))]
+            table.append((labels.SELF_SUPERVISED, [self_supervised]))
+        table += [(labels.SOURCE_ONLY, [source]),
+                 (labels.CONTROL, runs("control", CONTROL_SETTINGS, True)),
+                 (labels.OURS, runs("ours", {}, True)),
+                 (labels.NOISE_MATCHING, runs("noise-matching", NOISE_MATCHING_SETTINGS, True))]
         if name in config.get("product_source", []):
-            table += [("CPCE + extra phantom-source training (product control)",
-                       runs("product-control", CONTROL, False, seeds[:1])),
-                      ("CPCE + alignment, phantom source (as the product runs it)",
-                       runs("product", {}, False, seeds[:1])),
-                      ("CPCE + target-noise matching, phantom source",
-                       runs("product-noise-matching", NOISE_MATCHING, False, seeds[:1]))]
+            table += [(labels.PRODUCT_CONTROL, runs("product-control", CONTROL_SETTINGS, False, seeds[:1])),
+                      (labels.PRODUCT, runs("product", {}, False, seeds[:1])),
+                      (labels.PRODUCT_NOISE_MATCHING,
+                       runs("product-noise-matching", NOISE_MATCHING_SETTINGS, False, seeds[:1]))]
         if name in config.get("ablation", {}).get("directions", []):
             table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], True, seeds[:1]))
                       for run in config["ablation"]["runs"]]
-        table.append(("CPCE target-supervised (upper bound)", [upper]))
+        table.append((labels.UPPER, [upper]))
         if fine_tuned:
-            table.append(("CPCE source-only fine-tuned on the target pairs (upper bound)", [fine_tuned]))
+            table.append((labels.FINE_TUNED, [fine_tuned]))
         rows[name] = table
         adaptations += [job for _, what in table if isinstance(what, list) for job in what if job["kind"] == "adapt"]
     return first, adaptations, rows

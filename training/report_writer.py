@@ -19,6 +19,7 @@ from LDCTDenoiseLib.metrics import DISPLAY_WINDOW, summarize
 from .report_domains import DOMAIN_TITLES, domain_of
 from .report_jobs import slug
 
+SELF_SUPERVISED = "Self-supervised, target scans only (structured blind spot)"
 SOURCE_ONLY = "CPCE source-only"
 CONTROL = "CPCE + extra source training (control)"
 OURS = "CPCE + alignment (ours)"
@@ -90,8 +91,7 @@ def _nps_figure(name: str, rows: dict, path: Path) -> None:
 
 
 def _example_figure(name: str, result: dict, path: Path) -> None:
-    labels = ["Low-dose input", "BM3D", "Self-supervised, target scans only (structured blind spot)", SOURCE_ONLY,
-              OURS, NOISE_MATCHING, UPPER]
+    labels = ["Low-dose input", "BM3D", SELF_SUPERVISED, SOURCE_ONLY, OURS, NOISE_MATCHING, UPPER]
     panels = [("Normal-dose reference", result["example_reference"])]
     panels += [(label, result["rows"][label]["example"]) for label in labels if label in result["rows"]]
     rows_y, columns_x = panels[0][1].shape
