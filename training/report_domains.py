@@ -6,8 +6,9 @@
   the simulator's own noise-free reconstruction.
 - ``ls/<patient>``: the same slices at 10 % dose with a smooth (Hann) kernel, so the noise is stronger and more
   correlated than in any training domain.
-- ``vl/<patient>``: the same slices at 5 % dose with the D45-like protocol: the noise is about 2.2 times the training
-  domain's, the one shift here that the source-only model clearly fails on (NLM beats it).
+- ``vl/<patient>``: the same slices at 5 % dose with the D45-like protocol: a fifth of the training domain's dose,
+  so about sqrt(5) = 2.2 times its quantum noise; the one shift here that the source-only model clearly fails on
+  (NLM beats it).
 
 The simulated domains are made from L096's normal-dose series (every ``normal_dose_every``-th slice) and from the
 full-dose slices of L286's D45 pairs, so the simulated domains keep the patient split of the real data.
@@ -41,7 +42,7 @@ DOMAIN_TITLES = {
     "b30": "Mayo B30f (smooth), 3 mm, 25 % dose",
     "s": "simulated S: 25 % dose, D45-like kernel (calibrated to Mayo D45 quarter dose)",
     "ls": "simulated large shift: 10 % dose, smooth (Hann) kernel",
-    "vl": "simulated very low dose: 5 % dose, D45-like kernel (noise about 2.2 times the training domain's)",
+    "vl": "simulated very low dose: 5 % dose, D45-like kernel (a fifth of the training domain's dose)",
 }
 
 
