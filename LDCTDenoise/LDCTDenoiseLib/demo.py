@@ -75,9 +75,9 @@ def run_demo(out_dir: str | Path, *, model: str = DEFAULT_MODEL, n_slices: int =
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
-    staging.mkdir()
     seconds: dict[str, float] = {}
     try:
+        staging.mkdir()  # inside the try: a Ctrl-C that lands just after it still removes the folder
         tic = time.perf_counter()
         phantom, spacing = make_abdomen_phantom(n_slices, PHANTOM_SIZE, PHANTOM_PIXEL_MM, seed)
         low_dose, reference = simulate_low_dose_volume(phantom, PHANTOM_PIXEL_MM, protocol, seed, hook("simulate"),

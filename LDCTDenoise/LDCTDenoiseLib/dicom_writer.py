@@ -162,8 +162,14 @@ class DerivedSeriesWriter:
 
     def __enter__(self) -> DerivedSeriesWriter:
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._staging = self.out_dir.parent / f".{self.out_dir.name}.{uuid.uuid4().hex}.partial"
-        self._staging.mkdir()
+        staging = self.out_dir.parent / f".{self.out_dir.name}.{uuid.uuid4().hex}.partial"
+        try:
+            staging.mkdir()
+            self._staging = staging
+        except BaseException:
+            # A Ctrl-C can land right after mkdir returns, before the with block (and so __exit__) is set up.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return self
 
     def __exit__(
