@@ -45,13 +45,17 @@ class BodyPatchSampler:
     """Random aligned patches whose centre lies inside the body, with flips and 90° rotations.
 
     Air outside the patient teaches the network nothing about noise in tissue, so patch centres are drawn from
-    pixels above -500 HU in the normal-dose image.
+    pixels above -500 HU in the normal-dose image. By default every body pixel is equally likely, so a volume counts
+    by its size; ``balance_volumes`` first picks a volume uniformly, so a few real pairs are not drowned by a large
+    simulated series in a mixed training set.
     """
 
-    def __init__(self, volumes: list[PairedVolume], patch_size: int, rng: np.random.Generator) -> None:
+    def __init__(self, volumes: list[PairedVolume], patch_size: int, rng: np.random.Generator,
+                 balance_volumes: bool = False) -> None:
         self.volumes = volumes
         self.patch_size = patch_size
         self.rng = rng
+        self.balance_volumes = balance_volumes
         half = patch_size // 2
         self.centres = []
         for volume_index, volume in enumerate(volumes):
@@ -62,14 +66,22 @@ class BodyPatchSampler:
             body[:, :, -half:] = False
             z, y, x = np.nonzero(body)
             self.centres.append(np.stack([np.full_like(z, volume_index), z, y, x], axis=1))
+        if any(len(centres) == 0 for centres in self.centres):
+            empty = [volume.patient for volume, centres in zip(volumes, self.centres) if len(centres) == 0]
+            raise ValueError(f"No body pixels to sample patches from in {', '.join(empty)}.")
+        self.per_volume = self.centres
         self.centres = np.concatenate(self.centres)
-        if len(self.centres) == 0:
-            raise ValueError("No body pixels to sample patches from.")
+
+    def _pick_centres(self, batch_size: int) -> np.ndarray:
+        if not self.balance_volumes:
+            return self.centres[self.rng.integers(0, len(self.centres), batch_size)]
+        volumes = self.rng.integers(0, len(self.per_volume), batch_size)
+        return np.stack([self.per_volume[v][self.rng.integers(0, len(self.per_volume[v]))] for v in volumes])
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(low-dose, normal-dose) patches, each float32 (batch, 1, patch, patch) in HU."""
         half = self.patch_size // 2
-        picks = self.centres[self.rng.integers(0, len(self.centres), batch_size)]
+        picks = self._pick_centres(batch_size)
         low = np.empty((batch_size, 1, self.patch_size, self.patch_size), np.float32)
         normal = np.empty_like(low)
         for index, (volume_index, z, y, x) in enumerate(picks):

@@ -119,7 +119,19 @@ def load_config(path: Path) -> dict:
 
 def load_split(config: dict, split: str) -> list[PairedVolume]:
     """Read the pairs of one split: from the config's ``pack`` file when set (integer-HU arrays keyed by folder, e.g.
-    the report's ``runs/report/mayo.npz``, for a machine without the DICOM data), else from the data root."""
+    the report's ``runs/report/mayo.npz``, for a machine without the DICOM data), else from the data root.
+
+    Items given as ``series: <domain>/<patient>`` are the evaluation report's series instead (real Mayo pairs and the
+    simulated domains S, LS and VL, ``training/report_domains.py``), read from and cached in ``series_cache``, so a
+    model trained on them sees exactly the slices the report scores with the same patient split.
+    """
+    if any("series" in item for item in config[split]):
+        from .report_domains import load_domains
+
+        domains = load_domains(REPO_ROOT / config["series_cache"], (REPO_ROOT / config["data_root"]).resolve(),
+                               config["normal_dose_every"])
+        return [PairedVolume(item["patient"], domains[item["series"]].low_dose, domains[item["series"]].reference,
+                             domains[item["series"]].pixel_mm) for item in config[split]]
     if config.get("pack"):
         with np.load(REPO_ROOT / config["pack"]) as stored:
             pack = {key: stored[key] for key in stored.files}
@@ -177,7 +189,7 @@ def train(config: dict, config_path: Path, command: str, processes: Processes = 
     rng = np.random.default_rng(config["seed"])
     train_volumes = load_split(config, "train")
     validation_volumes = load_split(config, "validation") if processes.is_main else []
-    sampler = BodyPatchSampler(train_volumes, config["patch_size"], rng)
+    sampler = BodyPatchSampler(train_volumes, config["patch_size"], rng, config.get("balance_series", False))
     network = CPCE2D().to(processes.device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config["learning_rate"])
     start, elapsed = 0, 0.0
@@ -238,15 +250,19 @@ def train(config: dict, config_path: Path, command: str, processes: Processes = 
             "config": str(config_path.relative_to(REPO_ROOT)) if config_path.is_relative_to(REPO_ROOT) else str(
                 config_path),
             "git_commit": commit,
-            "data": "AAPM/Mayo Clinic 2016 Low-Dose CT Grand Challenge (TCIA LDCT-and-Projection-data, "
-                    "doi:10.7937/9NPB-2637), quarter-dose / full-dose pairs",
-            "domains": [config["domain"]],
-            "split": {split: [item["patient"] for item in config[split]] for split in ("train", "validation")},
+            "data": config.get("data", "AAPM/Mayo Clinic 2016 Low-Dose CT Grand Challenge (TCIA "
+                                       "LDCT-and-Projection-data, doi:10.7937/9NPB-2637), quarter-dose / full-dose "
+                                       "pairs"),
+            "domains": config.get("domains", [config.get("domain")]),
+            "split": {split: sorted({item["patient"] for item in config[split]}) for split in ("train", "validation")},
+            "series": {split: [item.get("series", item["patient"]) for item in config[split]]
+                       for split in ("train", "validation")},
             "split_by": "patient",
             "pairs": {"train": int(sum(v.low_dose.shape[0] for v in train_volumes)),
                       "validation": int(sum(v.low_dose.shape[0] for v in validation_volumes))},
-            "patch_size": config["patch_size"], "patch_sampling": "centres inside the body (> -500 HU), flips and "
-                                                                  "90-degree rotations",
+            "patch_size": config["patch_size"],
+            "patch_sampling": "centres inside the body (> -500 HU), flips and 90-degree rotations"
+                              + ("; each series equally likely" if config.get("balance_series") else ""),
             "batch_size": config["batch_size"], "iterations": config["iterations"],
             "optimizer": f"Adam, lr {config['learning_rate']} cosine to {config['min_learning_rate']}",
             "seed": config["seed"], "processes": processes.world_size, "threads": threads,
@@ -255,7 +271,9 @@ def train(config: dict, config_path: Path, command: str, processes: Processes = 
         },
         "losses": {"mse": 1.0},
         "validation": {
-            "patients": [item["patient"] for item in config["validation"]],
+            "patients": sorted({item["patient"] for item in config["validation"]}),
+            "per_series": {item.get("series", item["patient"]): evaluate(network, [volume], processes.device)["model"]
+                           for item, volume in zip(config["validation"], validation_volumes)},
             "conventions": "per-slice PSNR/SSIM on [-160, 240] HU (data range 400) and [-1024, 3072] HU (data range "
                            "4096); SSIM Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03; RMSE in HU; whole 512x512 "
                            "slices; mean and SD over slices",
