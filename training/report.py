@@ -107,6 +107,10 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
         table.append((labels.UPPER, [upper]))
         if fine_tuned:
             table.append((labels.FINE_TUNED, [fine_tuned]))
+        if config.get("general_model"):  # supervised on every domain's training patients: a reference, not a method
+            general = {"kind": "shipped", "model": config["general_model"]}
+            first += [general] if general not in first else []
+            table.append((labels.GENERAL, [general]))
         rows[name] = table
         adaptations += [job for _, what in table if isinstance(what, list) for job in what if job["kind"] == "adapt"]
     return first, adaptations, rows
