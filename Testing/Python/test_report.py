@@ -82,8 +82,8 @@ def test_second_run_reuses_every_model(small_report: tuple[Path, dict]) -> None:
     root, config = small_report
     models = sorted((root / "runs" / "models").glob("*.pt"))
     # the shipped source model (copied once), 2 upper bounds from scratch, 2 fine-tuned, 2 self-supervised, per
-    # direction the alignment, the control and the noise matching, 1 ablation run
-    assert len(models) == 1 + 2 + 2 + 2 + 3 * 2 + 1
+    # direction the alignment, the control and the noise matching, 1 ablation run, the shipped general model
+    assert len(models) == 1 + 2 + 2 + 2 + 3 * 2 + 1 + 1
     stamps = {path: path.stat().st_mtime_ns for path in models}
     report.main(["--config", str(root / "config.yaml"), "--device", "cpu"])
     assert {path: path.stat().st_mtime_ns for path in models} == stamps

@@ -31,8 +31,10 @@ from dicom_factory import phantom_hu, write_ct_series  # noqa: E402
 from LDCTDenoiseLib import mrml  # noqa: E402
 from LDCTDenoiseLib.cpce import CPCE2D  # noqa: E402
 from LDCTDenoiseLib.dicom_reader import read_series  # noqa: E402
-from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, save_model  # noqa: E402
+from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, SHIPPED_MODELS_DIR, ModelRegistry, save_model  # noqa: E402
 from slicer_shims.parameter_node_wrapper import SUPPORTED_PAIRS, SlicerParameterNamePropertyName  # noqa: E402
+
+SHIPPED = ModelRegistry([SHIPPED_MODELS_DIR]).names()  # the default model first, then the others by name
 from slicer_shims.scene import load_dicom_series, new_scene  # noqa: E402
 
 import qt  # noqa: E402  (the shim, registered by install())
@@ -173,12 +175,12 @@ def test_buttons_follow_the_inputs(widget, mrml_scene):
 
 def test_model_list_and_methods_come_from_the_registry_with_cards_as_tooltips(widget):
     ui = widget.ui
-    assert [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())] == [DEFAULT_MODEL, "tiny"]
-    shipped, tooltip = (ui.modelComboBox.itemData(i, qt.Qt.ToolTipRole) for i in range(2))
+    assert [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())] == [*SHIPPED, "tiny"]
+    shipped, tooltip = (ui.modelComboBox.itemData(i, qt.Qt.ToolTipRole) for i in (0, len(SHIPPED)))
     assert "(shipped)" in shipped and "Validation on L286" in shipped
     assert "test profile" in tooltip and "D45" in tooltip and "(profile)" in tooltip
     methods = [item.text() for item in widget.methodItems()]
-    assert methods[:3] == ["input", DEFAULT_MODEL, "tiny"] and {"gaussian", "tv", "nlm"} <= set(methods)
+    assert methods[:len(SHIPPED) + 2] == ["input", *SHIPPED, "tiny"] and {"gaussian", "tv", "nlm"} <= set(methods)
     assert widget.checkedMethods() == ["input", DEFAULT_MODEL]  # ticked at setup, kept when the lists are refreshed
     assert widget._parameterNode.modelName == "tiny"
 
@@ -341,7 +343,7 @@ def test_adapt_button_needs_ticked_targets_and_a_profile_name(widget, ct):
     assert widget._parameterNode.profileName == "scanner-b" and ui.startAdaptButton.isEnabled()
     ui.targetVolumesSelector.setCheckState(node, qt.Qt.Unchecked)
     assert not ui.startAdaptButton.isEnabled()
-    assert [ui.baseModelComboBox.itemText(i) for i in range(ui.baseModelComboBox.count())] == [DEFAULT_MODEL, "tiny"]
+    assert [ui.baseModelComboBox.itemText(i) for i in range(ui.baseModelComboBox.count())] == [*SHIPPED, "tiny"]
     assert widget._parameterNode.baseModelName == DEFAULT_MODEL
 
 
