@@ -125,7 +125,10 @@ def load_split(config: dict, split: str) -> list[PairedVolume]:
     simulated domains S, LS and VL, ``training/report_domains.py``), read from and cached in ``series_cache``, so a
     model trained on them sees exactly the slices the report scores with the same patient split.
     """
-    if any("series" in item for item in config[split]):
+    with_series = ["series" in item for item in config[split]]
+    if any(with_series) and not all(with_series):
+        sys.exit(f"The {split} items of the config mix 'series:' items with folder items; give all of them one way.")
+    if any(with_series):
         from .report_domains import load_domains
 
         domains = load_domains(REPO_ROOT / config["series_cache"], (REPO_ROOT / config["data_root"]).resolve(),

@@ -41,6 +41,13 @@ def test_a_volume_without_body_is_named() -> None:
         BodyPatchSampler([volume("P1", 2, 50.0), empty], 32, np.random.default_rng(0))
 
 
+def test_a_split_that_mixes_series_and_folder_items_is_refused() -> None:
+    config = {"train": [{"patient": "L143", "series": "b30/L143"},
+                        {"patient": "L096", "low_dose": "a/quarter", "normal_dose": "a/full"}]}
+    with pytest.raises(SystemExit, match="mix 'series:' items with folder items"):
+        load_split(config, "train")
+
+
 @pytest.mark.slow
 @pytest.mark.data
 def test_config_items_can_be_the_reports_series(shared_data: Path, tmp_path: Path) -> None:
