@@ -83,6 +83,17 @@ class Device(enum.Enum):
         return {Device.AUTO: _("Automatic (GPU if available)"), Device.CPU: _("CPU"), Device.GPU: _("GPU")}[self]
 
 
+class AdaptMethod(enum.Enum):
+    """How the adaptation uses the target scans; the value is the engine's method name (ADAPTATION_METHODS)."""
+
+    NOISE_MATCHING = "noise-matching"
+    ALIGNMENT = "alignment"
+
+    def label(self) -> str:
+        return {AdaptMethod.NOISE_MATCHING: _("Match the target's noise (recommended)"),
+                AdaptMethod.ALIGNMENT: _("Semantic alignment (paper)")}[self]
+
+
 class AdaptMask(enum.Enum):
     """What the adaptation's discriminator sees of the outputs; the value is the engine's mask name."""
 
@@ -111,9 +122,10 @@ class LDCTDenoiseParameterNode:
     referenceVolume - Optional normal-dose volume for PSNR/SSIM/RMSE.
     roi, backgroundRoi - Regions of the comparison: zoom, ROI numbers and CNR.
     profileName - Name of the profile the adaptation saves.
+    adaptMethod - How the adaptation uses the target scans; choosing one puts its settings into the advanced ones.
     adaptSteps, learningRate - Length and step size of the adaptation's fine-tuning.
     adversarialWeight, anchorWeight, mask, matchTargetNoise - The adaptation's advanced settings (see the engine's
-        AdaptationConfig).
+        AdaptationConfig); their defaults are the engine's default method (noise matching).
     exportVolume - The denoised volume to write as a derived DICOM series.
     exportDirectory - The folder that receives the exported series (in a new subfolder).
     """
@@ -128,12 +140,13 @@ class LDCTDenoiseParameterNode:
     roi: vtkMRMLMarkupsROINode
     backgroundRoi: vtkMRMLMarkupsROINode
     profileName: str = ""
+    adaptMethod: AdaptMethod = AdaptMethod.NOISE_MATCHING
     adaptSteps: Annotated[int, WithinRange(1, 100000)] = 300
     learningRate: Annotated[float, WithinRange(1e-6, 1e-2)] = 5e-5
-    adversarialWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0005
-    anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
+    adversarialWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
     mask: AdaptMask = AdaptMask.ADAPTIVE
-    matchTargetNoise: bool = False
+    matchTargetNoise: bool = True
     exportVolume: vtkMRMLScalarVolumeNode
     exportDirectory: Path = Path.home()
 
@@ -191,6 +204,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveMetricsButton.clicked.connect(self.onSaveMetricsButton)
         self.ui.exportButton.clicked.connect(self.onExportButton)
         self.ui.baseModelComboBox.currentIndexChanged.connect(self.onBaseModelSelected)
+        self.ui.adaptMethodComboBox.activated.connect(self.onAdaptMethodChosen)  # the user's choice only
         self.ui.targetVolumesSelector.checkedNodesChanged.connect(self._checkCanApply)
         self.ui.startAdaptButton.clicked.connect(self.onStartAdaptButton)
         self.ui.cancelAdaptButton.clicked.connect(self.onCancelAdaptButton)
@@ -458,6 +472,14 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.setText(_("Saved {path}.").format(path=self.logic.saveMetrics(self._metrics,
                                                                                                   path)))
 
+    def onAdaptMethodChosen(self) -> None:
+        """Put the chosen method's settings into the advanced ones, where they stay editable."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to apply the adaptation method.")):
+            self.ensureDependencies()
+            parameterNode = self._parameterNode
+            for name, value in self.logic.adaptationMethodSettings(parameterNode.adaptMethod.value).items():
+                setattr(parameterNode, name, value)
+
     def adaptationSettings(self) -> dict:
         """The panel's adaptation settings under the engine's names (LDCTDenoiseLib.adaptation.AdaptationConfig)."""
         parameterNode = self._parameterNode
@@ -665,6 +687,9 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     METHOD_ATTRIBUTE = "LDCTDenoise.method"
     DERIVATION_ATTRIBUTE = "LDCTDenoise.derivation"
     INPUT_REFERENCE_ROLE = "LDCTDenoiseInput"
+    # The engine's names of the settings an adaptation method sets, and the parameter node's.
+    ADAPTATION_SETTING_PARAMETERS = {"adversarial_weight": "adversarialWeight", "anchor_weight": "anchorWeight",
+                                     "match_target_noise": "matchTargetNoise"}
 
     def __init__(self) -> None:
         """Called when the logic class is instantiated. Can be used for initializing member variables."""
@@ -847,6 +872,12 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             raise RuntimeError(_("PythonSlicer was not found on the PATH, so the adaptation cannot run in the "
                                  "background. Start Slicer from its launcher."))
         return executable
+
+    def adaptationMethodSettings(self, method: str) -> dict:
+        """The engine's settings of one adaptation method, under the parameter node's names."""
+        from LDCTDenoiseLib.adaptation import method_settings
+
+        return {self.ADAPTATION_SETTING_PARAMETERS[name]: value for name, value in method_settings(method).items()}
 
     def startAdaptation(self, targetVolumes: Sequence[vtkMRMLScalarVolumeNode], profileName: str, baseModel: str,
                         settings: dict, onEvent: Callable[[dict], None],

@@ -1,13 +1,14 @@
 """The product's adaptation (phantom source pairs + unlabeled target scans) on real Mayo scans, scored against a
 real full-dose reference, beside the extra-source-training control.
 
-    python -m training.adaptation_real_data --steps 200 '{"adversarial_weight": 0.0005, "critic_scale_hu": 100}'
+    python -m training.adaptation_real_data --steps 200 --method alignment '{"critic_scale_hu": 100}'
 
 Defaults: adapt the shipped model to the unlabeled L109 scans (Definition Flash, B30, 100 kVp; no reference exists)
 and score it on D45 patient L286, its own held-out domain: that measures harm, not gain. ``--target`` and
 ``--score`` pick other series, e.g. the B30 quarter-dose scans of L143 and L192 as target, scored on their own B30
-pairs (the pure kernel shift D45 -> B30). Runs the adaptation with the given overrides and, with
-``--control``, the same run without the alignment term (adversarial weight 0); prints one JSON line.
+pairs (the pure kernel shift D45 -> B30). Runs the adaptation with the method's settings and the given overrides
+and, with ``--control``, the same run without the critic and without noise matching (source fine-tuning alone);
+prints one JSON line.
 """
 
 import argparse
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from LDCTDenoiseLib.adaptation import AdaptationConfig, adapt, phantom_source_bank
+from LDCTDenoiseLib.adaptation import ADAPTATION_METHODS, DEFAULT_METHOD, AdaptationConfig, adapt, method_settings
+from LDCTDenoiseLib.adaptation import phantom_source_bank
 from LDCTDenoiseLib.dicom_reader import read_series
 from LDCTDenoiseLib.inference import denoise_volume
 from LDCTDenoiseLib.metrics import per_slice_metrics
@@ -39,6 +41,7 @@ def window_psnr(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="?", default="{}", help="AdaptationConfig fields as JSON")
+    parser.add_argument("--method", choices=tuple(ADAPTATION_METHODS), default=DEFAULT_METHOD)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--target", type=Path, nargs="+", default=[L109], help="unlabeled low-dose series")
     parser.add_argument("--every", type=int, default=8, help="use every N-th target slice (default %(default)s)")
@@ -52,10 +55,10 @@ def main() -> None:
     targets = [read_series(folder).hu[::args.every] for folder in args.target]
     pairs = [(read_series(low).hu, read_series(full).hu) for low, full in (args.score or [L286])]
     overrides = json.loads(args.overrides)
-    runs = {"adapted": overrides}
+    runs = {"adapted": dict(method_settings(args.method), **overrides)}
     if args.control:
-        runs["control"] = dict(overrides, adversarial_weight=0.0)
-    report = {"overrides": overrides, "steps": args.steps, "target": [str(t) for t in args.target],
+        runs["control"] = dict(runs["adapted"], adversarial_weight=0.0, match_target_noise=False)
+    report = {"method": args.method, "overrides": overrides, "steps": args.steps, "target": [str(t) for t in args.target],
               "target_slices": [len(t) for t in targets], "score": [str(low) for low, _ in (args.score or [L286])],
               "base": round(window_psnr(model, pairs), 3)}
     for name, settings in runs.items():

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from LDCTDenoiseLib.adaptation import method_settings
 from LDCTDenoiseLib.baselines import make_baseline
 from LDCTDenoiseLib.inference import denoise_volume
 from LDCTDenoiseLib.metrics import noise_power_spectrum, nps_summary, per_slice_metrics
@@ -41,8 +42,10 @@ from .run_files import REPO_ROOT, git_commit
 
 DEFAULT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 NPS_SQUARE = 256  # the central square of each slice where the noise SD and NPS of (output - reference) are taken
-CONTROL_SETTINGS = {"adversarial_weight": 0.0}
-NOISE_MATCHING_SETTINGS = {"match_target_noise": True, "adversarial_weight": 0.0, "anchor_weight": 0.0}
+# The product's two methods, and the control: the alignment's settings without its critic (the anchor stays).
+ALIGNMENT_SETTINGS = method_settings("alignment")
+CONTROL_SETTINGS = dict(ALIGNMENT_SETTINGS, adversarial_weight=0.0)
+NOISE_MATCHING_SETTINGS = method_settings("noise-matching")
 
 
 def quick(config: dict) -> dict:
@@ -94,11 +97,11 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
             table.append((labels.SELF_SUPERVISED, [self_supervised]))
         table += [(labels.SOURCE_ONLY, [source]),
                  (labels.CONTROL, runs("control", CONTROL_SETTINGS, True)),
-                 (labels.OURS, runs("ours", {}, True)),
+                 (labels.OURS, runs("ours", ALIGNMENT_SETTINGS, True)),
                  (labels.NOISE_MATCHING, runs("noise-matching", NOISE_MATCHING_SETTINGS, True))]
         if name in config.get("product_source", []):
             table += [(labels.PRODUCT_CONTROL, runs("product-control", CONTROL_SETTINGS, False, seeds[:1])),
-                      (labels.PRODUCT, runs("product", {}, False, seeds[:1])),
+                      (labels.PRODUCT, runs("product", ALIGNMENT_SETTINGS, False, seeds[:1])),
                       (labels.PRODUCT_NOISE_MATCHING,
                        runs("product-noise-matching", NOISE_MATCHING_SETTINGS, False, seeds[:1]))]
         if name in config.get("ablation", {}).get("directions", []):

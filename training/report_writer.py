@@ -25,9 +25,9 @@ CONTROL = "CPCE + extra source training (control)"
 OURS = "CPCE + alignment (ours)"
 UPPER = "CPCE target-supervised (upper bound)"
 FINE_TUNED = "CPCE source-only fine-tuned on the target pairs (upper bound)"
-PRODUCT = "CPCE + alignment, phantom source (as the product runs it)"
+PRODUCT = "CPCE + alignment, phantom source (the product's alignment method)"
 NOISE_MATCHING = "CPCE + target-noise matching (ours)"
-PRODUCT_NOISE_MATCHING = "CPCE + target-noise matching, phantom source"
+PRODUCT_NOISE_MATCHING = "CPCE + target-noise matching, phantom source (as the product runs it by default)"
 PRODUCT_CONTROL = "CPCE + extra phantom-source training (product control)"
 GENERAL = "CPCE general model (shipped; supervised on every domain's training patients)"
 LARGE_SHIFT_MARGIN_DB, LARGE_SHIFT_GAP, NO_HARM_DB = 1.5, 0.70, 0.1
@@ -132,7 +132,8 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
              f"{config['supervised']['iterations']} iterations (batch {config['supervised']['batch_size']}, "
              f"{config['supervised']['patch_size']}² patches), self-supervised "
              f"{config['self_supervised']['iterations']} iterations, adaptation {config['adaptation']['steps']} steps "
-             f"from the source-only model with the product's defaults otherwise, seeds {config['seeds']} for every "
+             f"from the source-only model with each method's settings (`ADAPTATION_METHODS` in the engine) and the "
+             f"engine's defaults otherwise, seeds {config['seeds']} for every "
              f"adaptation and control row. Models trained on: {', '.join(meta['trained_on'])}.",
              "",
              "PSNR and SSIM per slice in the display window W/L 400/40 ([-160, 240] HU), whole slices, mean ± SD over "

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .adaptation import ADAPTATION_METHODS, DEFAULT_METHOD
 from .comparison import comparison_metrics, parse_roi, run_methods, write_comparison
 from .dicom_reader import CTVolume, open_series, read_series
 from .dicom_writer import write_derived_series, write_processed_series
@@ -211,18 +212,19 @@ def command_demo(args: argparse.Namespace, bars: ProgressBars) -> int:
 
 
 def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
-    from .adaptation import AdaptationConfig, adapt, phantom_source_bank
+    from .adaptation import AdaptationConfig, adapt, method_settings, phantom_source_bank
     from .adaptation.profile import check_profile_name, save_adapted_profile
 
     registry = ModelRegistry()
     check_profile_name(args.name, registry)
+    chosen = {"adversarial_weight": args.adversarial_weight, "anchor_weight": args.anchor_weight,
+              "match_target_noise": args.match_target_noise}  # None: the method's setting
+    settings = dict(method_settings(args.method), **{key: value for key, value in chosen.items() if value is not None})
     config = AdaptationConfig(name=args.name, base_model=args.base_model, steps=args.steps,
-                              learning_rate=args.learning_rate, adversarial_weight=args.adversarial_weight,
-                              anchor_weight=args.anchor_weight, mask=args.mask,
-                              match_target_noise=args.match_target_noise,
+                              learning_rate=args.learning_rate, mask=args.mask,
                               perceptual_weights=str(args.vgg19_weights) if args.vgg19_weights else None,
                               seed=args.seed, device=args.device,
-                              command="ldct-denoise " + " ".join(shlex.quote(a) for a in args.argv))
+                              command="ldct-denoise " + " ".join(shlex.quote(a) for a in args.argv), **settings)
     model, _ = registry.load(args.base_model)
     volumes = [_read(args, bars, folder, None, f"target {index + 1}") for index, folder in enumerate(args.targets)]
     source = phantom_source_bank(progress=bars("simulate source pairs (once, then cached)"))
@@ -301,16 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                  "(default %(default)s)")
     adapt.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default %(default)s)")
     adapt.add_argument("--learning-rate", type=float, default=5e-5, help="denoiser learning rate")
-    adapt.add_argument("--adversarial-weight", type=float, default=0.0005, help="weight of the alignment term")
-    adapt.add_argument("--anchor-weight", type=float, default=0.1, help="pull towards the starting model")
+    adapt.add_argument("--method", choices=tuple(ADAPTATION_METHODS), default=DEFAULT_METHOD,
+                       help="noise-matching: give the source pairs the extra noise measured in the target scans (for "
+                            "a noisier scanner or a lower dose); alignment: the paper's adversarial alignment of "
+                            "frequency-masked outputs (default %(default)s; the evaluation report compares them)")
+    adapt.add_argument("--adversarial-weight", type=float, help="weight of the alignment term (alignment: 0.0005, "
+                                                                "noise-matching: 0)")
+    adapt.add_argument("--anchor-weight", type=float, help="pull towards the starting model (alignment: 0.1, "
+                                                           "noise-matching: 0)")
     adapt.add_argument("--mask", choices=("adaptive", "bernoulli", "fixed", "none"), default="adaptive",
                        help="frequency mask before the discriminator (default %(default)s)")
     adapt.add_argument("--vgg19-weights", type=Path, help="local ImageNet VGG-19 weights (torchvision layout) for "
                                                           "the perceptual loss; off without them")
-    adapt.add_argument("--match-target-noise", action="store_true",
-                       help="give the source pairs the extra noise measured in the target scans (for a noisier "
-                            "scanner or a lower dose); with --adversarial-weight 0 --anchor-weight 0 it is noise "
-                            "matching alone")
+    adapt.add_argument("--match-target-noise", action=argparse.BooleanOptionalAction,
+                       help="add the target's extra noise to the source pairs (on with noise-matching; "
+                            "--match-target-noise with --method alignment combines the two)")
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
 

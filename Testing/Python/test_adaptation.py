@@ -7,8 +7,9 @@ import pytest
 import scipy.fft
 import torch
 
-from LDCTDenoiseLib.adaptation import (MASK_KINDS, AdaptationConfig, FrequencyMask, SourcePairs, adapt, apply_mask,
-                                       dct2, idct2, phantom_source_bank, radius_map)
+from LDCTDenoiseLib.adaptation import (ADAPTATION_METHODS, DEFAULT_METHOD, MASK_KINDS, AdaptationConfig, FrequencyMask,
+                                       SourcePairs, adapt, apply_mask, dct2, idct2, method_settings,
+                                       phantom_source_bank, radius_map)
 from LDCTDenoiseLib.adaptation.frequency_mask import gaussian_kl
 from LDCTDenoiseLib.adaptation.perceptual import PerceptualLoss, vgg19_features
 from LDCTDenoiseLib.adaptation import source as source_module
@@ -241,6 +242,20 @@ def test_bad_settings_and_inputs_are_refused(tiny_case):
         quiet_adapt(CPCE2D(), [np.full((2, 48, 48), -1000.0, np.float32)], tiny_config(), pairs)
     with pytest.raises(LDCTDenoiseError, match="same shape"):
         SourcePairs(np.zeros((2, 32, 32)), np.zeros((2, 32, 30)))
+
+
+def test_each_adaptation_method_is_a_valid_config_that_the_card_names():
+    from LDCTDenoiseLib.adaptation.adapt import describe_method
+
+    names = {method: describe_method(AdaptationConfig(**method_settings(method))) for method in ADAPTATION_METHODS}
+    assert names["noise-matching"].startswith("target-noise matching") and "alignment" not in names["noise-matching"]
+    assert names["alignment"].startswith("semantic information alignment")
+    assert DEFAULT_METHOD in ADAPTATION_METHODS
+    both = describe_method(AdaptationConfig(**dict(method_settings("alignment"), match_target_noise=True)))
+    assert both == f"{names['noise-matching']} + {names['alignment']}"
+    assert "source pairs alone" in describe_method(AdaptationConfig(adversarial_weight=0.0))  # the control
+    with pytest.raises(LDCTDenoiseError, match="noise-matching, alignment"):
+        method_settings("cyclegan")
 
 
 @pytest.mark.slow

@@ -289,25 +289,29 @@ def test_adapt_saves_a_profile_that_denoise_then_uses(profile, tmp_path, monkeyp
     write_ct_series(target, phantom_hu(n_slices=3, size=72), pixel_spacing=(0.7, 0.7))
     before = snapshot(target)
     assert main(["adapt", str(target), "--name", "scanner-x", "--from", profile, "--steps", "3", "--device", "cpu",
-                 "--quiet"]) == 0
+                 "--method", "alignment", "--anchor-weight", "0.3", "--quiet"]) == 0
     assert snapshot(target) == before
     profiles = tmp_path / "profiles"
     assert sorted(p.name for p in profiles.iterdir()) == ["scanner-x.json", "scanner-x.loss.png", "scanner-x.pt",
                                                           "tiny.json", "tiny.pt"]
     card = json.loads((profiles / "scanner-x.json").read_text())
     assert card["training"]["base_model"] == profile and "adapt" in card["command"]
+    config = card["training"]["config"]  # the method's settings, with the one given on the command line
+    assert (config["adversarial_weight"], config["anchor_weight"], config["match_target_noise"]) == (0.0005, 0.3, False)
+    assert card["training"]["method"].startswith("semantic information alignment")
     assert "Use it with" in capsys.readouterr().out
     assert main(["denoise", str(target), str(tmp_path / "out"), "--model", "scanner-x", "--quiet"]) == 0
 
 
-def test_adapt_with_target_noise_matching_records_it_in_the_profile(profile, tmp_path, monkeypatch,
-                                                                     source_bank_cache):
+def test_adapt_matches_the_target_noise_by_default_and_records_it_in_the_profile(profile, tmp_path, monkeypatch,
+                                                                                 source_bank_cache):
     monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
     target = tmp_path / "target"
     write_ct_series(target, phantom_hu(n_slices=3, size=192), pixel_spacing=(0.7, 0.7))
-    assert main(["adapt", str(target), "--name", "noisy-scanner", "--from", profile, "--steps", "2",
-                 "--match-target-noise", "--adversarial-weight", "0", "--anchor-weight", "0", "--device", "cpu",
+    assert main(["adapt", str(target), "--name", "noisy-scanner", "--from", profile, "--steps", "2", "--device", "cpu",
                  "--quiet"]) == 0
     card = json.loads((tmp_path / "profiles" / "noisy-scanner.json").read_text())
-    assert card["training"]["config"]["match_target_noise"] is True
+    config = card["training"]["config"]
+    assert (config["adversarial_weight"], config["anchor_weight"], config["match_target_noise"]) == (0.0, 0.0, True)
+    assert card["training"]["method"].startswith("target-noise matching")
     assert card["training"]["target_noise_matching"]["target_noise_sd_hu"] > 0

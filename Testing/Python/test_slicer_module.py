@@ -73,8 +73,9 @@ def ct(mrml_scene, tmp_path):
 
 @pytest.fixture
 def scanner_b(mrml_scene, tmp_path):
-    """A 3-slice, 72 px series loaded as Slicer loads DICOM: the unlabeled scans of a new scanner."""
-    files = write_ct_series(tmp_path / "scanner-b", phantom_hu(3, 72))
+    """A 3-slice, 192 px series loaded as Slicer loads DICOM: the unlabeled scans of a new scanner (large enough for
+    the default method's noise estimate, which needs flat soft-tissue regions of 64² px)."""
+    files = write_ct_series(tmp_path / "scanner-b", phantom_hu(3, 192))
     series = read_series(files)
     uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in series.source_files]
     return load_dicom_series(mrml_scene.volumes_logic, series.source_files, "scanner-b", uids)
@@ -428,14 +429,28 @@ def test_start_refuses_a_taken_name_or_too_small_scans_at_once(widget, ct, scann
     assert not list(Path(module.tempfile.gettempdir()).glob("LDCTDenoiseAdapt-*"))  # no job folder left behind
 
 
-def test_adapt_settings_start_at_the_engines_defaults(widget):
-    from LDCTDenoiseLib.adaptation import AdaptationConfig
+def test_adapt_settings_start_at_the_engines_default_method(widget):
+    from LDCTDenoiseLib.adaptation import DEFAULT_METHOD, AdaptationConfig, method_settings
 
-    engine = AdaptationConfig()
+    engine = AdaptationConfig(**method_settings(DEFAULT_METHOD))
+    assert widget._parameterNode.adaptMethod.value == DEFAULT_METHOD
+    assert widget.adaptationSettings() == {
+        "steps": engine.steps, "learning_rate": engine.learning_rate, "adversarial_weight": engine.adversarial_weight,
+        "anchor_weight": engine.anchor_weight, "mask": engine.mask, "match_target_noise": engine.match_target_noise,
+        "device": "cpu"}
+
+
+def test_choosing_a_method_puts_its_settings_into_the_advanced_ones(widget):
+    from LDCTDenoiseLib.adaptation import method_settings
+
+    combo = widget.ui.adaptMethodComboBox
+    index = combo.findText(module.AdaptMethod.ALIGNMENT.label())
+    combo.setCurrentIndex(index)
+    assert widget._parameterNode.adaptMethod is module.AdaptMethod.ALIGNMENT
+    assert widget.adaptationSettings()["adversarial_weight"] == 0.0  # a scene load or a script changes nothing else
+    combo.activated.emit(index)  # what the user's choice sends
     settings = widget.adaptationSettings()
-    assert settings == {"steps": engine.steps, "learning_rate": engine.learning_rate,
-                        "adversarial_weight": engine.adversarial_weight, "anchor_weight": engine.anchor_weight,
-                        "mask": engine.mask, "match_target_noise": engine.match_target_noise, "device": "cpu"}
-    widget.ui.matchTargetNoiseCheckBox.setChecked(True)
-    assert widget._parameterNode.matchTargetNoise is True
-    assert widget.adaptationSettings()["match_target_noise"] is True
+    assert {name: settings[name] for name in method_settings("alignment")} == method_settings("alignment")
+    assert widget.ui.anchorWeightSpinBox.value() == 0.1 and not widget.ui.matchTargetNoiseCheckBox.isChecked()
+    widget.ui.anchorWeightSpinBox.setValue(0.25)  # still editable after the choice
+    assert widget.adaptationSettings()["anchor_weight"] == 0.25
