@@ -144,7 +144,7 @@ class LDCTDenoiseParameterNode:
     adaptSteps: Annotated[int, WithinRange(1, 100000)] = 300
     learningRate: Annotated[float, WithinRange(1e-6, 1e-2)] = 5e-5
     adversarialWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
-    anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
     mask: AdaptMask = AdaptMask.ADAPTIVE
     matchTargetNoise: bool = True
     exportVolume: vtkMRMLScalarVolumeNode
@@ -544,9 +544,9 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.showLossCurve(Path(event["curve"]))
                 self.refreshMethods()
                 self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findText(event["name"]))
-                self.ui.adaptStatusLabel.setText(_("Saved the profile '{name}' after {seconds:.0f} s of adaptation; "
-                                                   "it is selected under Model and listed in Compare.").format(
-                    name=event["name"], seconds=event["wall_time_s"]))
+                saved = _("Saved the profile '{name}' after {seconds:.0f} s of adaptation; it is selected under "
+                          "Model and listed in Compare.").format(name=event["name"], seconds=event["wall_time_s"])
+                self.ui.adaptStatusLabel.setText(" ".join(text for text in (saved, event.get("noise")) if text))
             elif adaptation.cancelRequested:
                 self.ui.adaptStatusLabel.setText(_("Cancelled; no profile was saved."))
             else:

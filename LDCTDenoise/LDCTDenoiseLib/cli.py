@@ -213,6 +213,7 @@ def command_demo(args: argparse.Namespace, bars: ProgressBars) -> int:
 
 def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     from .adaptation import AdaptationConfig, adapt, method_settings, phantom_source_bank
+    from .adaptation.noise_matching import noise_summary
     from .adaptation.profile import check_profile_name, save_adapted_profile
 
     registry = ModelRegistry()
@@ -233,6 +234,9 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     card_path, curve = save_adapted_profile(result, args.base_model)
     print(f"Adapted {args.base_model} to {len(volumes)} series in {result.card['training']['wall_time_s']:.0f} s; "
           f"saved profile '{args.name}' ({card_path}) and its loss curve ({curve}).")
+    summary = noise_summary(result.card["training"]["target_noise_matching"])
+    if summary:
+        print(summary)
     print(f"Use it with: ldct-denoise denoise IN OUT --model {args.name}")
     return 0
 
@@ -309,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "frequency-masked outputs (default %(default)s; the evaluation report compares them)")
     adapt.add_argument("--adversarial-weight", type=float, help="weight of the alignment term (alignment: 0.0005, "
                                                                 "noise-matching: 0)")
-    adapt.add_argument("--anchor-weight", type=float, help="pull towards the starting model (alignment: 0.1, "
-                                                           "noise-matching: 0)")
+    adapt.add_argument("--anchor-weight", type=float, help="pull towards the starting model (0.1 with either "
+                                                           "method)")
     adapt.add_argument("--mask", choices=("adaptive", "bernoulli", "fixed", "none"), default="adaptive",
                        help="frequency mask before the discriminator (default %(default)s)")
     adapt.add_argument("--vgg19-weights", type=Path, help="local ImageNet VGG-19 weights (torchvision layout) for "

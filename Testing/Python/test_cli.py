@@ -304,7 +304,7 @@ def test_adapt_saves_a_profile_that_denoise_then_uses(profile, tmp_path, monkeyp
 
 
 def test_adapt_matches_the_target_noise_by_default_and_records_it_in_the_profile(profile, tmp_path, monkeypatch,
-                                                                                 source_bank_cache):
+                                                                                 capsys, source_bank_cache):
     monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
     target = tmp_path / "target"
     write_ct_series(target, phantom_hu(n_slices=3, size=192), pixel_spacing=(0.7, 0.7))
@@ -312,6 +312,7 @@ def test_adapt_matches_the_target_noise_by_default_and_records_it_in_the_profile
                  "--quiet"]) == 0
     card = json.loads((tmp_path / "profiles" / "noisy-scanner.json").read_text())
     config = card["training"]["config"]
-    assert (config["adversarial_weight"], config["anchor_weight"], config["match_target_noise"]) == (0.0, 0.0, True)
+    assert (config["adversarial_weight"], config["anchor_weight"], config["match_target_noise"]) == (0.0, 0.1, True)
     assert card["training"]["method"].startswith("target-noise matching")
     assert card["training"]["target_noise_matching"]["target_noise_sd_hu"] > 0
+    assert "Noise measured in flat soft tissue" in capsys.readouterr().out

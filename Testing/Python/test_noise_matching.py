@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from LDCTDenoiseLib.adaptation import AdaptationConfig, SourcePairs, adapt
-from LDCTDenoiseLib.adaptation.noise_matching import NoiseMatcher, estimate_nps_2d
+from LDCTDenoiseLib.adaptation.noise_matching import NoiseMatcher, estimate_nps_2d, noise_summary
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.errors import LDCTDenoiseError
 
@@ -91,3 +91,13 @@ def test_adapt_with_noise_matching_records_it_in_the_card():
     assert card["added_noise_sd_hu"] > 40.0 and card["target_noise_sd_hu"] > card["source_noise_sd_hu"]
     assert result.card["training"]["config"]["learning_rate_schedule"] == "cosine"
     assert plain.card["training"]["target_noise_matching"] == {"enabled": False}
+
+
+def test_noise_summary_says_what_was_measured_and_when_the_target_gave_little_to_learn():
+    assert noise_summary({"enabled": False}) == ""
+    # the report's noise-matching cards: the 5 % dose target, and the kernel-only shift with the phantom pairs
+    low_dose = noise_summary({"source_noise_sd_hu": 77.56, "target_noise_sd_hu": 188.89, "added_noise_sd_hu": 171.95})
+    assert low_dose == ("Noise measured in flat soft tissue: target scans 189 HU, source pairs 78 HU; 172 HU was added "
+                        "to the source inputs.")
+    kernel = noise_summary({"source_noise_sd_hu": 77.56, "target_noise_sd_hu": 56.53, "added_noise_sd_hu": 9.72})
+    assert kernel.startswith("Noise measured") and "hardly noisier than the source pairs" in kernel

@@ -366,6 +366,7 @@ def test_adaptation_runs_in_a_background_process_and_its_profile_is_selectable_a
 
     assert steps[-3:] == [1, 2, 3] and widget.ui.adaptProgressBar.maximum() == 3
     assert "Saved the profile 'scanner-b'" in widget.ui.adaptStatusLabel.text()
+    assert "Noise measured in flat soft tissue: target scans" in widget.ui.adaptStatusLabel.text()  # the default
     assert not widget.ui.lossCurveLabel.pixmap().isNull()
     assert widget.ui.modelComboBox.itemText(widget.ui.modelComboBox.currentIndex()) == "scanner-b"
     assert widget._parameterNode.modelName == "scanner-b"

@@ -8,7 +8,8 @@ stdout (read them back with :class:`EventReader`):
 
 - ``{"event": "source", "done": d, "total": t}`` while the source pairs are simulated (first run only; then cached);
 - ``{"event": "step", "step": s, "steps": n, "losses": {...}}`` after every adaptation step;
-- ``{"event": "done", "name": ..., "card": ..., "curve": ..., "wall_time_s": ...}``, exit status 0;
+- ``{"event": "done", "name": ..., "card": ..., "curve": ..., "wall_time_s": ..., "noise": ...}``, exit status 0
+  (``noise``: the measured noise in words, empty without noise matching);
 - ``{"event": "error", "message": ...}``, exit status 2 (bad input or settings) or 1 (anything else);
 - ``{"event": "cancelled"}``, exit status 130.
 
@@ -96,6 +97,7 @@ def run_job(job_dir: Path, emit: Callable[[dict], None]) -> int:
     """Run the adaptation described in ``job_dir``, reporting through ``emit``; returns the exit status."""
     from ..model_registry import ModelRegistry
     from .adapt import adapt
+    from .noise_matching import noise_summary
     from .profile import check_profile_name, save_adapted_profile
     from .source import phantom_source_bank
 
@@ -132,7 +134,8 @@ def run_job(job_dir: Path, emit: Callable[[dict], None]) -> int:
         emit({"event": "error", "message": f"{type(error).__name__}: {error}"})
         return EXIT_FAILED
     emit({"event": "done", "name": request["name"], "card": str(card_path), "curve": str(curve),
-          "wall_time_s": result.card["training"]["wall_time_s"]})
+          "wall_time_s": result.card["training"]["wall_time_s"],
+          "noise": noise_summary(result.card["training"]["target_noise_matching"])})
     return EXIT_OK
 
 
