@@ -184,6 +184,14 @@ def test_adapt_is_deterministic_on_the_cpu(tiny_case):
     assert other.history != first.history
 
 
+def test_without_the_adversarial_term_the_critic_is_skipped_but_the_masks_are_still_drawn(tiny_case):
+    targets, pairs = tiny_case
+    result = quiet_adapt(CPCE2D(), targets, tiny_config(adversarial_weight=0.0), pairs)
+    assert all(row["adversarial"] == 0.0 and row["discriminator"] == 0.0 for row in result.history)
+    assert all(row["mask_keep"] > 0.0 and row["reconstruction"] > 0.0 for row in result.history)
+    assert "fine-tuning on the source pairs alone" in result.card["training"]["method"]
+
+
 def test_monitor_sees_the_model_in_eval_mode_every_n_steps_and_its_numbers_join_the_history(tiny_case):
     targets, pairs = tiny_case
     seen = []

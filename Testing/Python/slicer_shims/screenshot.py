@@ -50,10 +50,10 @@ def render_panels(out_dir: Path, width: int = 440, adapt_steps: int = 0) -> dict
         work = Path(work)
         os.environ["LDCTDENOISE_PROFILES_DIR"] = str(work / "profiles")  # the adapted profile is not kept
         os.environ["PATH"] = f"{python_slicer_launcher(work).parent}{os.pathsep}{os.environ['PATH']}"
-        phantom, spacing = make_abdomen_phantom(2, size=128, pixel_mm=3.0)
+        phantom, spacing = make_abdomen_phantom(2, size=256, pixel_mm=1.5)  # room for the noise estimate's ROIs
         new_scanner = ScanProtocol(dose_fraction=0.1, kernel="hann", full_dose_photons=D45_LIKE_FULL_DOSE_PHOTONS,
                                    mode="regen")
-        low_dose, _ = simulate_low_dose_volume(phantom, 3.0, new_scanner, seed=0)
+        low_dose, _ = simulate_low_dose_volume(phantom, 1.5, new_scanner, seed=0)
         source = synthetic_ct_volume(low_dose, spacing, series_description="Scanner B phantom")
         files = write_derived_series(source, source.hu, work / "input", derivation_description="phantom",
                                      series_description_suffix="")
