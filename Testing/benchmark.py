@@ -216,18 +216,20 @@ def simulator_seconds_per_slice(n_slices: int = 3) -> float:
 
 
 def adaptation_speed_and_gain(steps: int, monitor_every: int, device: str) -> dict:
-    """Steps per second of the product's adaptation (shipped defaults) on one series of a large simulated shift, and
-    the time to 80 % of its final gain (training/adaptation_synthetic_shift.py: target scored every few steps)."""
+    """Steps per second of the product's adaptation (its default method) on one series of a large simulated shift,
+    and the time to 80 % of its final gain (training/adaptation_synthetic_shift.py: target scored every few steps)."""
     sys.path.insert(0, str(REPO_ROOT))
+    from LDCTDenoiseLib.adaptation import DEFAULT_METHOD, method_settings
     from training.adaptation_synthetic_shift import run
 
-    return run("shipped defaults", steps, {}, monitor_every=monitor_every, device=device)
+    return run(f"product default ({DEFAULT_METHOD})", steps, method_settings(DEFAULT_METHOD),
+               monitor_every=monitor_every, device=device)
 
 
 def print_adaptation(adaptation: dict) -> None:
     gain = adaptation["adapted"] - adaptation["base"]
     to_80 = adaptation["time_to_80pct_gain_s"]
-    print(f"adaptation (defaults, one 4-slice series of a simulated 10 % dose smooth-kernel scanner): "
+    print(f"adaptation ({adaptation['name']}, one 4-slice series of a simulated 10 % dose smooth-kernel scanner): "
           f"{adaptation['steps_per_s']:.2f} steps/s; window PSNR {adaptation['base']:.2f} -> "
           f"{adaptation['adapted']:.2f} dB after {adaptation['steps']} steps ({gain:+.2f} dB); "
           + (f"80 % of the gain after {to_80:.0f} s" if to_80 is not None else "no gain, so no time to 80 %"))
