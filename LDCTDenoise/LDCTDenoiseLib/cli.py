@@ -213,6 +213,7 @@ def command_demo(args: argparse.Namespace, bars: ProgressBars) -> int:
 
 def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     from .adaptation import AdaptationConfig, adapt, method_settings, phantom_source_bank
+    from .adaptation.adapt import checked_target_volumes
     from .adaptation.noise_matching import noise_summary
     from .adaptation.profile import check_profile_name, save_adapted_profile
 
@@ -228,6 +229,8 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
                               command="ldct-denoise " + " ".join(shlex.quote(a) for a in args.argv), **settings)
     model, _ = registry.load(args.base_model)
     volumes = [_read(args, bars, folder, None, f"target {index + 1}") for index, folder in enumerate(args.targets)]
+    checked_target_volumes([volume.hu for volume in volumes], config.patch_size,
+                           noise_regions=config.match_target_noise)  # before the source pairs are simulated
     source = phantom_source_bank(progress=bars("simulate source pairs (once, then cached)"))
     result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt"))
     bars.close()

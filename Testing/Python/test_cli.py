@@ -282,6 +282,16 @@ def test_adapt_refuses_a_taken_or_unsafe_profile_name(profile, series, capsys, n
     assert message in capsys.readouterr().err
 
 
+def test_adapt_refuses_scans_without_flat_soft_tissue_before_simulating_the_source(profile, tmp_path, monkeypatch,
+                                                                                   capsys):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    target = tmp_path / "target"
+    write_ct_series(target, phantom_hu(n_slices=2, size=72))  # large enough for a patch, too small to measure noise
+    assert main(["adapt", str(target), "--name", "x", "--from", profile, "--quiet"]) == 2
+    assert "soft-tissue regions" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "profiles" / "x.json").exists()
+
+
 @pytest.mark.slow
 def test_adapt_saves_a_profile_that_denoise_then_uses(profile, tmp_path, monkeypatch, capsys, source_bank_cache):
     monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))

@@ -430,6 +430,20 @@ def test_start_refuses_a_taken_name_or_too_small_scans_at_once(widget, ct, scann
     assert not list(Path(module.tempfile.gettempdir()).glob("LDCTDenoiseAdapt-*"))  # no job folder left behind
 
 
+def test_start_refuses_scans_without_flat_soft_tissue_at_once_with_the_default_method(widget, mrml_scene, tmp_path,
+                                                                                      python_slicer):
+    files = write_ct_series(tmp_path / "small", phantom_hu(2, 72))  # holds a patch, too small to measure noise
+    series = read_series(files)
+    uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in series.source_files]
+    node = load_dicom_series(mrml_scene.volumes_logic, series.source_files, "small", uids)
+    widget.ui.targetVolumesSelector.setCheckState(node, qt.Qt.Checked)
+    widget.ui.profileNameLineEdit.setText("new-name")
+    with pytest.raises(module.LDCTDenoiseError, match="choose the alignment method"):
+        widget.onStartAdaptButton()
+    assert widget._adaptation is None
+    assert not list(Path(module.tempfile.gettempdir()).glob("LDCTDenoiseAdapt-*"))
+
+
 def test_adapt_settings_start_at_the_engines_default_method(widget):
     from LDCTDenoiseLib.adaptation import DEFAULT_METHOD, AdaptationConfig, method_settings
 

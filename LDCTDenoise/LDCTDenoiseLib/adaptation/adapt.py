@@ -72,7 +72,7 @@ from ..normalization import HU_RANGE, hu_to_model
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .discriminator import GAN_LOSSES, AlignmentDiscriminator, discriminator_loss, generator_loss
 from .frequency_mask import MASK_KINDS, FrequencyMask, apply_mask
-from .noise_matching import NoiseMatcher
+from .noise_matching import NoiseMatcher, estimate_nps_2d
 from .patches import BodyPatchSampler
 from .perceptual import DEFAULT_LAYER, PerceptualLoss
 from .source import SourcePairs, phantom_source_bank
@@ -178,9 +178,11 @@ class AdaptationResult:
     history: list[dict] = field(default_factory=list)
 
 
-def checked_target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray], patch_size: int) -> list[np.ndarray]:
+def checked_target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray], patch_size: int,
+                           noise_regions: bool = False) -> list[np.ndarray]:
     """The loaded scans as float32 (z, y, x) HU arrays, without copying those that already are; each slice must
-    hold a training patch."""
+    hold a training patch. With ``noise_regions`` each scan must also hold the flat soft tissue that noise matching
+    measures (about 20 ms per 512² slice), so a front end can refuse it before starting a long run."""
     volumes = [target_volumes] if isinstance(target_volumes, np.ndarray) else list(target_volumes)
     if not volumes:
         raise LDCTDenoiseError("Adaptation needs at least one target volume.")
@@ -196,6 +198,8 @@ def checked_target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray], pa
             raise LDCTDenoiseError(f"Target volume {index} has slices of {volume.shape[2]} x {volume.shape[1]} px, "
                                    f"smaller than the {patch_size} px training patches.")
         checked.append(volume)
+    if noise_regions:
+        estimate_nps_2d(checked, patch_size)
     return checked
 
 

@@ -44,7 +44,7 @@ def prepare_job(job_dir: Path, target_volumes: Sequence[np.ndarray], name: str, 
     check_profile_name(name, registry)
     registry.entry(base_model)  # an unknown base model fails here, not in the background
     config = _config(name, base_model, settings or {})
-    volumes = checked_target_volumes(target_volumes, config.patch_size)
+    volumes = checked_target_volumes(target_volumes, config.patch_size, noise_regions=config.match_target_noise)
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     files = []

@@ -69,7 +69,8 @@ def _flat_rois(volume: np.ndarray, size: int) -> np.ndarray:
                 structure.append(background.std())
     if len(rois) < MIN_ROIS:
         raise LDCTDenoiseError(f"Found {len(rois)} soft-tissue regions of {size}² px in the scans; the noise "
-                               f"matching needs at least {MIN_ROIS} (are these body CT slices in HU?).")
+                               f"matching needs at least {MIN_ROIS} (are these body CT slices in HU?); without "
+                               f"them, choose the alignment method.")
     keep = np.argsort(structure)[:max(MIN_ROIS, int(len(rois) * FLATTEST_SHARE))]
     flat = np.stack([rois[index] for index in keep]).reshape(len(keep), -1)
     coefficients, *_ = np.linalg.lstsq(design, flat.T, rcond=None)
