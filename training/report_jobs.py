@@ -5,6 +5,7 @@ never run again and an interrupted report resumes where it stopped. Jobs run in 
 writes its weights and a description atomically.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -33,7 +34,8 @@ def slug(text: str) -> str:
 
 
 def job_path(run_dir: Path, job: dict) -> Path:
-    """Where a job's weights go: ``models/<kind>__<what>.pt`` (its description beside it as ``.json``)."""
+    """Where a job's weights go: ``models/<kind>__<what>.pt`` (its description beside it as ``.json``). An adaptation
+    run's name ends in a hash of its settings, so changing a method's settings cannot reuse a stale model."""
     if job["kind"] == "shipped":
         return run_dir / "models" / f"shipped__{job['model']}.pt"
     if job["kind"] in ("supervised", "self_supervised"):
@@ -42,7 +44,9 @@ def job_path(run_dir: Path, job: dict) -> Path:
         what += f"__radius{job['radius']}" if job.get("radius") is not None else ""
         what += f"__{job['iterations']}it"
     else:
-        what = f"{slug(job['direction'])}__{job['variant']}__seed{job['seed']}__{job['steps']}steps"
+        settings = json.dumps({key: job[key] for key in ("start", "source", "target", "overrides")}, sort_keys=True)
+        what = (f"{slug(job['direction'])}__{job['variant']}__seed{job['seed']}__{job['steps']}steps__"
+                f"{hashlib.sha256(settings.encode()).hexdigest()[:8]}")
     return run_dir / "models" / f"{job['kind']}__{what}.pt"
 
 
