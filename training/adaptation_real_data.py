@@ -58,8 +58,9 @@ def main() -> None:
     runs = {"adapted": dict(method_settings(args.method), **overrides)}
     if args.control:
         runs["control"] = dict(runs["adapted"], adversarial_weight=0.0, match_target_noise=False)
-    report = {"method": args.method, "overrides": overrides, "steps": args.steps, "target": [str(t) for t in args.target],
-              "target_slices": [len(t) for t in targets], "score": [str(low) for low, _ in (args.score or [L286])],
+    report = {"method": args.method, "overrides": overrides, "steps": args.steps,
+              "target": [str(t) for t in args.target], "target_slices": [len(t) for t in targets],
+              "score": [str(low) for low, _ in (args.score or [L286])],
               "base": round(window_psnr(model, pairs), 3)}
     for name, settings in runs.items():
         tic = time.perf_counter()

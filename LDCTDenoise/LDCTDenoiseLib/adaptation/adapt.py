@@ -351,7 +351,7 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         "name": config.name,
         "description": config.description or (
             f"CPCE-2D adapted{' from ' + config.base_model if config.base_model else ''} to {len(targets)} unlabeled "
-            f"series ({n_slices} slices) by semantic information alignment"),
+            f"series ({n_slices} slices); method: {describe_method(config)}"),
         "training": {
             "method": describe_method(config),
             "code": "LDCTDenoiseLib.adaptation.adapt",
