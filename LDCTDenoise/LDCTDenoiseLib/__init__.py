@@ -3,4 +3,6 @@
 The engine never imports ``slicer`` or ``qt``; the Slicer module, the command line and ``training/`` all call it.
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"

@@ -10,6 +10,8 @@ as -3024 HU neither bleeds into the body nor changes.
 Methods whose strength must follow the noise (NLM, BM3D) read it from each slice with :func:`estimate_noise_sd`.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Protocol

@@ -5,6 +5,8 @@ its inputs. Errors caused by the input or the settings print one clear line and 
 with 130 and leaves nothing half-written.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import shlex

@@ -3,6 +3,8 @@
 Shared by the command line (``ldct-denoise compare``, ``demo``) and the Slicer module's Compare panel.
 """
 
+from __future__ import annotations
+
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path

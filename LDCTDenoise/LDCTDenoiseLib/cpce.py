@@ -6,6 +6,8 @@ convolution; the output is a ReLU. 62,016 weights. Valid convolutions shrink by 
 back, so any slice of at least 9x9 px comes out the same size.
 """
 
+from __future__ import annotations
+
 import torch
 from torch import nn
 from torch.nn import functional as F

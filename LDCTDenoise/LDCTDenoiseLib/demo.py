@@ -6,6 +6,8 @@ denoised with a shipped model, written as a derived series, and compared with th
 same simulated scan (the fair reference: same kernel, no added noise).
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import time

@@ -186,7 +186,10 @@ class DerivedSeriesWriter:
         """Take processed slices (HU, by slice index) and write every object whose slices are now all in."""
         if self._staging is None:
             raise LDCTDenoiseError("the writer is not open; use it in a with block")
-        for index, slice_hu in zip(indices, hu, strict=True):
+        indices, hu = list(indices), list(hu)
+        if len(indices) != len(hu):
+            raise LDCTDenoiseError(f"{len(indices)} slice indices for {len(hu)} slices to write")
+        for index, slice_hu in zip(indices, hu):
             slice_hu = np.asarray(slice_hu)
             if slice_hu.shape != tuple(self.source.shape[1:]):
                 raise LDCTDenoiseError(

@@ -1,5 +1,7 @@
 """Exception types the engine raises, so callers (CLI, Slicer module) can tell user errors from bugs."""
 
+from __future__ import annotations
+
 
 class LDCTDenoiseError(Exception):
     """Base class for every error caused by input, files or settings rather than by a bug."""

@@ -5,6 +5,8 @@ state leaks into the Slicer process or a test run. Every file is written to a te
 renamed, so a crash never leaves a half-written PNG, CSV or JSON behind.
 """
 
+from __future__ import annotations
+
 import csv
 import io
 import json

@@ -16,6 +16,8 @@ result (see the README's performance section):
   closer to the CPU result.
 """
 
+from __future__ import annotations
+
 import ctypes
 import functools
 import sys

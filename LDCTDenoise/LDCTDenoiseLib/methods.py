@@ -4,6 +4,8 @@ The command line, the comparison and the Slicer module ask for methods by name a
 ``method(hu, progress=..., cancel=...) -> hu``.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from typing import Optional
 

@@ -9,6 +9,8 @@
 - Noise: SD in a homogeneous ROI, CNR, and the radially averaged noise power spectrum (NPS).
 """
 
+from __future__ import annotations
+
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,6 @@ from typing import Optional
 
 import numpy as np
 from scipy import fft
-from skimage.metrics import structural_similarity
 
 from .errors import LDCTDenoiseError
 
@@ -82,6 +83,10 @@ def _psnr_slice(a: np.ndarray, b: np.ndarray, window: tuple[float, float]) -> fl
 def _ssim_slice(a: np.ndarray, b: np.ndarray, window: tuple[float, float]) -> float:
     if min(a.shape) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs slices of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {a.shape}.")
+    # Imported here: the Slicer module loads this file (for Roi) before scikit-image, which Slicer does not bundle,
+    # has been installed.
+    from skimage.metrics import structural_similarity
+
     return float(
         structural_similarity(
             np.clip(a, *window),

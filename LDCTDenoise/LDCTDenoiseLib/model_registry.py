@@ -5,6 +5,8 @@ they were made and how good they are. Loading checks the card, the file's SHA-25
 ``torch.load(weights_only=True)`` so a weights file can never run code.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os

@@ -6,6 +6,8 @@ Only MRML, VTK and numpy are used here, never ``qt``, so every helper runs (and 
 which is also the (k, j, i) order of a volume node's voxels.
 """
 
+from __future__ import annotations
+
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,6 +68,24 @@ def set_display_window(volume_node: slicer.vtkMRMLScalarVolumeNode, window: floa
     display.SetWindowLevel(window, level)
 
 
+def show_in_main_views(scene: slicer.vtkMRMLScene, volume_node: slicer.vtkMRMLScalarVolumeNode,
+                       fit_views: Callable[[Sequence[str]], None] = lambda names: None) -> list[str]:
+    """Show the volume alone in every slice view but the compare views, which keep the methods they were given,
+    then let ``fit_views`` fit those views (Slicer's layout manager does that; ``slicer.util.setSliceViewerLayers``
+    would change every view, the compare views included). Returns the layout names of the views changed."""
+    changed = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if (composite.GetLayoutName() or "").startswith(COMPARE_VIEW_PREFIX):
+            continue
+        composite.SetBackgroundVolumeID(volume_node.GetID())
+        composite.SetForegroundVolumeID(None)
+        composite.SetLabelVolumeID(None)
+        changed.append(composite.GetLayoutName())
+    fit_views(changed)
+    return changed
+
+
 def compare_view_names(count: int) -> list[str]:
     """Singleton tags (and layout names) of the compare views, one per method."""
     return [f"{COMPARE_VIEW_PREFIX}{index + 1}" for index in range(count)]
@@ -112,8 +132,10 @@ def show_compare_layout(scene: slicer.vtkMRMLScene, labels: Sequence[str]) -> li
 def link_views(slice_nodes: Sequence[slicer.vtkMRMLSliceNode],
                volume_nodes: Sequence[slicer.vtkMRMLScalarVolumeNode]) -> list[slicer.vtkMRMLSliceCompositeNode]:
     """Show one volume per view, alone, with linked control so panning, zooming and scrolling move all views."""
+    if len(slice_nodes) != len(volume_nodes):
+        raise LDCTDenoiseError(f"{len(volume_nodes)} volumes for {len(slice_nodes)} compare views")
     composites = []
-    for slice_node, volume_node in zip(slice_nodes, volume_nodes, strict=True):
+    for slice_node, volume_node in zip(slice_nodes, volume_nodes):
         composite = slicer.vtkMRMLSliceLogic.GetSliceCompositeNode(slice_node)
         if composite is None:
             raise LDCTDenoiseError(f"The view '{slice_node.GetLayoutName()}' has no composite node yet.")

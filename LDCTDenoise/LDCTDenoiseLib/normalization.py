@@ -5,6 +5,8 @@ divided by 4096 (the 12-bit CT range), which keeps bone and metal unclipped: the
 range of the input. Values below -1024 HU (outside the scan field of view) map to 0; the inference restores them.
 """
 
+from __future__ import annotations
+
 from typing import TypeVar
 
 import numpy as np

@@ -10,6 +10,8 @@ texture (a few HU; trabecular grain in bone) keeps the phantom from being piecew
 the seed only changes the texture, so the regions of interest of :func:`phantom_rois` hold for every seed and slice.
 """
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass, field
 from typing import Optional

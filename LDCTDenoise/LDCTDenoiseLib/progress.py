@@ -4,6 +4,8 @@ A long operation takes ``progress(done, total)`` and ``cancel() -> bool``; both 
 usable from scripts, the command line (tqdm) and the Slicer module (progress bar + Cancel button) alike.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import Optional
 

@@ -17,6 +17,8 @@ Either way the second image returned is the fair reference: the same slice witho
 kernel, so that ``low_dose - reference`` is pure simulated noise.
 """
 
+from __future__ import annotations
+
 import math
 import os
 from dataclasses import asdict, dataclass

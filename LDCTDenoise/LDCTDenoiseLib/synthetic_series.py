@@ -4,6 +4,8 @@ The volume then goes through the same writer as a real series, so the demo exerc
 output opens in Slicer or any viewer.
 """
 
+from __future__ import annotations
+
 import datetime
 from typing import Optional
 

@@ -7,11 +7,13 @@ module base classes, the parameter node wrapper, ``slicer.app`` and the PyTorch 
 
 import csv
 import importlib
+import importlib.metadata
 import logging
 import os
 import re
 import sys
 import time
+import types
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -289,11 +291,131 @@ def test_export_writes_the_denoised_volume_as_a_derived_series_of_its_input(widg
         widget.logic.exportDicom(node, tmp_path / "export", lookup.get)
 
 
-def test_dependencies_are_ensured_from_the_requirements_file_on_first_use(widget, ct):
+def test_on_slicer_5_12_dependencies_are_ensured_through_slicer_packaging(widget):
     SHIMS.packaging.ensured.clear()
     widget.ensureDependencies()
-    (requirements, requester), = SHIMS.packaging.ensured
-    assert requester == "LDCTDenoise" and any(r.startswith("scikit-image") for r in requirements)
+    (requirements, requester, missing), = SHIMS.packaging.ensured
+    assert requester == "LDCTDenoise" and any(r.startswith("scikit-image") for r in requirements) and missing == []
+
+
+@pytest.fixture
+def slicer_before_5_12(monkeypatch):
+    """Slicer 5.8 and 5.10: no ``slicer.packaging`` (added by Slicer 2cf12e60, first released in v5.12.0), and
+    ``slicer.util.pip_install(requirements)`` runs pip at once, without asking, even in testing mode
+    (Base/Python/slicer/util.py v5.10.0:3991); here it records what it would install."""
+    monkeypatch.setitem(sys.modules, "slicer.packaging", None)
+    monkeypatch.delattr(slicer, "packaging")
+    installed = []
+    monkeypatch.setattr(slicer.util, "pip_install", lambda requirements: installed.append(list(requirements)))
+    return installed
+
+
+def test_before_slicer_5_12_missing_packages_are_installed_only_after_the_user_agreed(widget, slicer_before_5_12,
+                                                                                      monkeypatch, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# what the engine needs\nnumpy>=1.0\nldct-not-installed>=1.0\n")
+    monkeypatch.setattr(widget, "resourcePath", lambda name: str(requirements))
+    questions, answers = [], [False, True]
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay",
+                        lambda text, *args, **kwargs: questions.append(text) or answers.pop(0))
+    with pytest.raises(RuntimeError, match="cannot run without these packages: ldct-not-installed>=1.0"):
+        widget.ensureDependencies()  # declined
+    assert slicer_before_5_12 == [] and "ldct-not-installed>=1.0" in questions[0] and "numpy" not in questions[0]
+    widget.ensureDependencies()  # accepted
+    assert slicer_before_5_12 == [["ldct-not-installed>=1.0"]] and len(questions) == 2
+
+
+def test_before_slicer_5_12_nothing_is_asked_or_installed_when_everything_is_there(widget, slicer_before_5_12,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *args, **kwargs: pytest.fail("asked"))
+    widget.ensureDependencies()
+    assert slicer_before_5_12 == []
+
+
+def test_a_torch_older_than_the_engine_needs_is_refused_with_a_message(widget, monkeypatch):
+    installed_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "2.0.1" if name == "torch" else installed_version(name))
+    with pytest.raises(RuntimeError, match="PyTorch 2.0.1 is installed, but LDCT Denoise needs 2.1 or later"):
+        widget.ensureDependencies()
+
+
+def test_the_background_process_output_is_read_as_pythonqt_hands_it_over(tmp_path):
+    """PythonQt gives QProcess reads as a wrapped QByteArray that bytes() refuses (see slicer_shims.qt); the slots
+    are called here directly, so a regression fails with its TypeError instead of inside a Qt slot."""
+    fake_job = tmp_path / "fake-python"
+    fake_job.write_text('#!/bin/sh\necho \'{"event": "done", "name": "x"}\'\necho "a warning" >&2\n')
+    fake_job.chmod(0o755)
+    finished = []
+    adaptation = module.AdaptationProcess(tmp_path / "job", onEvent=lambda event: None, onFinished=finished.append)
+    adaptation.process.blockSignals(True)  # the test calls the slots itself
+    adaptation.start(str(fake_job), str(MODULE_DIR))
+    assert adaptation.process.waitForFinished(10000)
+    adaptation._finished()
+    assert adaptation.lastEvent == {"event": "done", "name": "x"} and adaptation.stderr.strip() == "a warning"
+    assert finished == [adaptation]
+
+
+def test_an_ended_adaptation_process_is_released(widget, tmp_path):
+    """Connected bound methods keep the process object alive (PythonQt's signal receiver holds them) until cleanup
+    disconnects them."""
+    (tmp_path / "job").mkdir()
+    adaptation = module.AdaptationProcess(tmp_path / "job", onEvent=lambda event: None, onFinished=lambda a: None)
+    finished = qt.SIGNAL("finished(int,QProcess::ExitStatus)")
+    assert adaptation.process.receivers(finished) == 1
+    adaptation.cleanup()
+    assert adaptation.process.receivers(finished) == 0 and not (tmp_path / "job").exists()
+    adaptation.cleanup()  # twice is harmless (the panel and the self-test both clean up)
+
+
+@pytest.fixture
+def dicom_database(monkeypatch, ct):
+    """``slicer.dicomDatabase.fileForInstance`` (CTK Libs/DICOM/Core/ctkDICOMDatabase.h:206) over the test series,
+    and Slicer's ``DICOMLib.DICOMUtils.importDicom``, which logs a failure and returns False instead of raising
+    (Modules/Scripted/DICOMLib/DICOMUtils.py v5.10.0:485-500); ``accept`` sets what it returns."""
+    _, _, lookup = ct
+    imported = types.SimpleNamespace(folders=[], accept=True)
+
+    def import_dicom(folder, dicomDatabase=None, copyFiles=False):
+        imported.folders.append(Path(folder))
+        return imported.accept
+
+    monkeypatch.setattr(slicer, "dicomDatabase", types.SimpleNamespace(fileForInstance=lookup.get), raising=False)
+    monkeypatch.setitem(sys.modules, "DICOMLib", types.SimpleNamespace(
+        DICOMUtils=types.SimpleNamespace(importDicom=import_dicom)))
+    return imported
+
+
+def test_export_adds_the_series_to_the_dicom_database_or_says_it_could_not(widget, ct, dicom_database, tmp_path):
+    widget.ui.denoiseButton.click()
+    widget._parameterNode.exportDirectory = tmp_path
+    widget.onExportButton()
+    (folder,) = dicom_database.folders
+    assert len(list(folder.iterdir())) == 4 and "added them to the DICOM database" in widget.ui.statusLabel.text()
+    dicom_database.accept = False
+    with pytest.raises(module.LDCTDenoiseError, match="did not accept it"):
+        widget.onExportButton()
+    assert "added them" not in widget.ui.statusLabel.text()
+
+
+def test_denoise_after_compare_leaves_the_compare_views_as_they_were(widget, ct, mrml_scene):
+    node, _, _ = ct
+    for item in widget.methodItems():
+        item.setCheckState(qt.Qt.Checked if item.text() in ("input", "gaussian") else qt.Qt.Unchecked)
+    widget.ui.compareButton.click()
+
+    def backgrounds():
+        scene = mrml_scene.scene
+        composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                      for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+        return {composite.GetLayoutName(): composite.GetBackgroundVolumeID() for composite in composites}
+
+    compared = {name: volume for name, volume in backgrounds().items() if name.startswith(mrml.COMPARE_VIEW_PREFIX)}
+    assert len(compared) == 2
+    widget.ui.denoiseButton.click()
+    shown = backgrounds()
+    assert {name: shown[name] for name in compared} == compared
+    assert {shown[name] for name in ("Red", "Green", "Yellow")} == {widget._parameterNode.outputVolume.GetID()}
 
 
 def test_panel_and_section_screenshots_render_from_the_real_ui(tmp_path):

@@ -4,6 +4,8 @@ our target-noise matching (``ADAPTATION_METHODS``).
 One entry point, :func:`adapt`, used by ``training/``, the command line and the Slicer module alike.
 """
 
+from __future__ import annotations
+
 from .adapt import (ADAPTATION_METHODS, DEFAULT_METHOD, AdaptationConfig, AdaptationResult, adapt,
                     method_settings)
 from .frequency_mask import MASK_KINDS, FrequencyMask, apply_mask, dct2, idct2, radius_map

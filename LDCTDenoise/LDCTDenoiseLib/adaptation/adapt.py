@@ -55,6 +55,8 @@ can flip it.
   a warning, and the card says so.
 """
 
+from __future__ import annotations
+
 import copy
 import time
 import warnings

@@ -6,6 +6,8 @@ logit per patch for any patch size of at least 16 px. No batch normalisation, so
 the result does not depend on how the batch is split.
 """
 
+from __future__ import annotations
+
 import torch
 from torch import nn
 from torch.nn import functional as F

@@ -19,6 +19,8 @@ The adaptive mask (our reading of the paper's eq. 3-4, which leaves open how the
 - the DC coefficient is always kept: the mean HU of a patch is anatomy, not noise.
 """
 
+from __future__ import annotations
+
 import numpy as np
 import torch
 from torch import nn

@@ -17,6 +17,8 @@ Cancel by creating JOB_DIR/cancel (:func:`request_cancel`): a file works alike o
 checks it before every step and every simulated slice, and then writes no profile.
 """
 
+from __future__ import annotations
+
 import json
 import sys
 import traceback

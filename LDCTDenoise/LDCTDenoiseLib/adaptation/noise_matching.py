@@ -24,6 +24,8 @@ ROI selection is ours; the 2D NPS is the engine's metric (``metrics.noise_power_
 numpy's and torch's.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 
 import numpy as np

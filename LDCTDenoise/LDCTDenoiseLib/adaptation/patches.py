@@ -6,6 +6,8 @@ keeps only its count of valid centres; a slice is drawn in proportion to it and 
 The same sampler serves source pairs (body taken from the normal-dose image) and unlabeled target scans.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 
 import numpy as np

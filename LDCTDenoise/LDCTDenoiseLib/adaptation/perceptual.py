@@ -9,6 +9,8 @@ ImageNet mean and SD the weights were trained with. The default layer is relu5_4
 CPCE and WGAN-VGG papers.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
 
 import torch

@@ -4,6 +4,8 @@ A profile is ``<name>.pt`` + ``<name>.json`` (the card) in :func:`model_registry
 curve ``<name>.loss.png`` beside it. The card is written last, so an interrupted save registers no profile.
 """
 
+from __future__ import annotations
+
 import os
 import re
 from pathlib import Path

@@ -9,6 +9,8 @@ once, cached in the user's cache folder under a key of everything that shapes it
 interrupted run never leaves a half-written bank. Research runs pass explicit pairs (for example Mayo data) instead.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os

@@ -1,6 +1,8 @@
-"""Run Slicer module code under plain pytest: real MRML from ``slicer-core``, real Qt from PySide6 (offscreen),
-and small stand-ins for what neither provides (PythonQt's ``qt``, CTK/qMRML widgets, the scripted-module base
-classes, the parameter node wrapper, ``slicer.app``).
+"""Run Slicer module code under plain pytest: real MRML and ``slicer.util`` from ``slicer-core``, real Qt from
+PySide6 (offscreen), and small stand-ins for what neither provides (PythonQt's ``qt``, CTK/qMRML widgets, the
+scripted-module base classes, the parameter node wrapper, ``slicer.app``, ``slicer.packaging``, the PyTorch
+extension). Each stand-in names, in its docstring, the real source (repository, commit, file) whose behaviour it
+reproduces; where PySide6 and PythonQt differ, the stand-in does what PythonQt does.
 
 This package must not be called ``slicer``: slicer-core imports every module of any ``slicer`` folder on sys.path.
 """
@@ -45,7 +47,8 @@ def install() -> types.SimpleNamespace:
         slicer.ScriptedLoadableModule = scripted_module
         slicer.i18n, slicer.parameterNodeWrapper, slicer.packaging = i18n, parameter_node_wrapper, packaging_module
         slicer.qMRMLNodeComboBox, slicer.qMRMLWidget = qmrml.qMRMLNodeComboBox, qmrml.qMRMLWidget
-    return types.SimpleNamespace(qapp=application_instance, slicer=slicer, packaging=sys.modules["slicer.packaging"])
+    return types.SimpleNamespace(qapp=application_instance, slicer=slicer, packaging=sys.modules["slicer.packaging"],
+                                 torch_utils=sys.modules["PyTorchUtils"].PyTorchUtilsLogic)
 
 
 
