@@ -1,6 +1,5 @@
 import contextlib
 import enum
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -26,13 +25,12 @@ from slicer.parameterNodeWrapper import (
 
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
 
-from LDCTDenoiseLib import mrml
+from LDCTDenoiseSlicerLib import dependencies, mrml
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
 
 # Everything that needs torch (models, methods, comparison) is imported where it is used, after the Widget made sure
 # PyTorch is installed: importing it here would stop the module from loading before the user could install it.
 
-MINIMUM_TORCH_VERSION = "2.1"  # the oldest PyTorch the engine runs on (pyproject.toml says the same)
 INPUT_METHOD = "input"  # the engine's name (LDCTDenoiseLib.methods.INPUT) for "the input volume itself"
 LOSS_CURVE_REFRESH_S = 2.0  # redraw the live loss curve at most this often
 LOSS_CURVE_WIDTH_PX = 380
@@ -340,39 +338,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return [item.text() for item in self.methodItems() if item.checkState() == qt.Qt.Checked]
 
     def ensureDependencies(self) -> None:
-        """Install PyTorch (through the PyTorch extension, which picks the CUDA build for this computer) and the
-        engine's other packages on first use, asking the user first; never at import time."""
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise RuntimeError(_("This module needs the PyTorch extension: install it from the Extensions Manager "
-                                 "and restart Slicer.")) from None
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            if torchLogic.installTorch(askConfirmation=True,
-                                       torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}") is None:
-                raise RuntimeError(_("PyTorch is required to denoise. Install it and try again."))
-        problem = self.logic.torchVersionProblem()
-        if problem:
-            raise RuntimeError(problem)
-        requirements = self.resourcePath("requirements.txt")
-        try:  # Slicer 5.12 and later; "import slicer.packaging" here would make "slicer" a local name
-            from slicer import packaging as slicerPackaging
-        except ImportError:
-            slicerPackaging = None
-        if slicerPackaging is not None:  # it lists what is missing, asks, and raises if the user declines
-            slicerPackaging.pip_ensure(slicerPackaging.load_requirements(requirements), requester="LDCTDenoise")
-        else:
-            missing = self.logic.missingRequirements(requirements)
-            if missing:
-                if not slicer.util.confirmOkCancelDisplay(
-                        _("LDCT Denoise needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
-                          "Install them now? This can take a few minutes.").format(packages="\n".join(missing)),
-                        windowTitle=_("Install Python packages")):
-                    raise RuntimeError(_("LDCT Denoise cannot run without these packages: {packages}.").format(
-                        packages=", ".join(missing)))
-                slicer.util.pip_install(missing)
-        if not self.methodItems():  # the lists stay empty until torch is there
+        """Install PyTorch and the engine's other packages on first use, asking the user first; never at import
+        time. Then fill the model lists, which stay empty until torch is there."""
+        dependencies.ensureDependencies(self.resourcePath("requirements.txt"))
+        if not self.methodItems():
             self.refreshMethods()
 
     @contextlib.contextmanager
@@ -430,10 +399,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCompareButton(self) -> None:
         """Compute the missing outputs of the ticked methods, show them in linked views and fill the table."""
         with slicer.util.tryWithErrorDisplay(_("Failed to compare."), waitCursor=True):
+            self.ensureDependencies()  # first: the methods are listed once PyTorch is there
             methods = self.checkedMethods()
             if not methods:
                 raise ValueError(_("Tick at least one method to compare."))
-            self.ensureDependencies()
             parameterNode = self._parameterNode
             try:
                 with self.running(_("Comparing...")):
@@ -727,39 +696,6 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     @staticmethod
     def torchAvailable() -> bool:
         return importlib.util.find_spec("torch") is not None
-
-    @staticmethod
-    def torchVersionProblem() -> Optional[str]:
-        """Why the installed PyTorch cannot run the engine (too old), or None; read from its metadata, without
-        importing it."""
-        from packaging.version import Version  # bundled with Slicer
-
-        installed = importlib.metadata.version("torch")
-        if Version(installed) < Version(MINIMUM_TORCH_VERSION):
-            return _("PyTorch {installed} is installed, but LDCT Denoise needs {minimum} or later. Update it in the "
-                     "PyTorch Utils module (or with pip), restart Slicer, and try again.").format(
-                installed=installed, minimum=MINIMUM_TORCH_VERSION)
-        return None
-
-    @staticmethod
-    def missingRequirements(requirementsPath: str) -> list[str]:
-        """The requirements (one per line of a requirements file) that the installed packages do not meet."""
-        from packaging.requirements import Requirement  # bundled with Slicer
-
-        missing = []
-        for line in Path(requirementsPath).read_text(encoding="utf-8").splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            requirement = Requirement(line)
-            try:
-                installed = importlib.metadata.version(requirement.name)
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(line)
-                continue
-            if not requirement.specifier.contains(installed, prereleases=True):
-                missing.append(line)
-        return missing
 
     @staticmethod
     def modelEntries() -> list:

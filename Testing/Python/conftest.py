@@ -1,10 +1,13 @@
 """Shared pytest fixtures: where the team's real CT lives, and skipping cleanly when it is absent."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What Slicer puts on sys.path for the module: its folder, with the engine and the Slicer-side library.
+sys.path.insert(0, str(REPO_ROOT / "LDCTDenoise"))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

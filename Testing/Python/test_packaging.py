@@ -29,7 +29,8 @@ def configure(source: Path, build: Path) -> subprocess.CompletedProcess:
 def shipped_files(module_dir: Path) -> set[str]:
     """What the module folder ships: the module script, the engine package and every resource."""
     files = {"LDCTDenoise.py"}
-    files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / "LDCTDenoiseLib").rglob("*.py")}
+    for package in ("LDCTDenoiseLib", "LDCTDenoiseSlicerLib"):
+        files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / package).rglob("*.py")}
     files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / "Resources").rglob("*") if p.is_file()}
     return files
 
@@ -96,6 +97,22 @@ def test_extensions_index_checks_hold_for_cmakelists_and_the_catalog_entry():
     for url in [variables["EXTENSION_ICONURL"], *variables["EXTENSION_SCREENSHOTURLS"].split()]:
         prefix = variables["EXTENSION_HOMEPAGE"].replace("https://github.com/", "https://raw.githubusercontent.com/")
         assert url.startswith(prefix + "/main/") and (ROOT / url[len(prefix + "/main/"):]).is_file(), url
+
+
+def test_the_catalog_entry_is_formatted_as_the_extensions_index_prettier_check_demands():
+    """The index's pre-commit runs prettier 3.5.3 with prettier-plugin-multiline-arrays 4.0.3 and
+    ``multilineArraysWrapThreshold: 0`` (Slicer/ExtensionsIndex 07f1d1b2, .pre-commit-config.yaml, .prettierrc.js):
+    every non-empty array wraps, one element per line, two-space indent, a final newline; for a flat catalog entry
+    that is exactly json.dumps(indent=2)."""
+    text = (ROOT / "LDCTDenoise.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_the_module_refuses_the_same_oldest_torch_that_pyproject_requires():
+    source = (MODULE / "LDCTDenoiseSlicerLib" / "dependencies.py").read_text(encoding="utf-8")
+    (minimum,) = re.findall(r'^MINIMUM_TORCH_VERSION = "([^"]+)"', source, re.MULTILINE)
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert f"torch>={minimum}" in dependencies
 
 
 def test_requirements_are_the_engine_dependencies_slicer_does_not_bundle():

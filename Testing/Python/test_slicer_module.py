@@ -30,7 +30,7 @@ SHIMS = slicer_shims.install()
 
 import torch  # noqa: E402
 from dicom_factory import phantom_hu, write_ct_series  # noqa: E402
-from LDCTDenoiseLib import mrml  # noqa: E402
+from LDCTDenoiseSlicerLib import mrml  # noqa: E402
 from LDCTDenoiseLib.cpce import CPCE2D  # noqa: E402
 from LDCTDenoiseLib.dicom_reader import read_series  # noqa: E402
 from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, SHIPPED_MODELS_DIR, ModelRegistry, save_model  # noqa: E402

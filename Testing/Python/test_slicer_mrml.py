@@ -1,4 +1,4 @@
-"""T1: the module's MRML bridge (LDCTDenoiseLib/mrml.py) against a real vtkMRMLScene from the slicer-core wheel.
+"""T1: the module's MRML bridge (LDCTDenoiseSlicerLib/mrml.py) against a real vtkMRMLScene from the slicer-core wheel.
 
 Volumes, display nodes, layouts, slice/composite nodes, markups ROIs and the DICOM reader are Slicer's own C++
 classes here; only the Qt application around them is absent.
@@ -14,7 +14,7 @@ slicer = pytest.importorskip("slicer_core") and pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 from dicom_factory import phantom_hu, snapshot, write_ct_series  # noqa: E402
-from LDCTDenoiseLib import mrml  # noqa: E402
+from LDCTDenoiseSlicerLib import mrml  # noqa: E402
 from LDCTDenoiseLib.dicom_reader import read_series  # noqa: E402
 from LDCTDenoiseLib.errors import LDCTDenoiseError  # noqa: E402
 from LDCTDenoiseLib.metrics import roi_stats  # noqa: E402

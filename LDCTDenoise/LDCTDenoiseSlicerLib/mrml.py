@@ -19,11 +19,11 @@ import slicer
 import slicer.util
 import vtk
 
-from .dicom_reader import CTVolume, read_series
-from .dicom_writer import WINDOW_CENTER, WINDOW_WIDTH, write_derived_series
-from .errors import LDCTDenoiseError
-from .metrics import Roi
-from .progress import CancelCheck, ProgressCallback
+from LDCTDenoiseLib.dicom_reader import CTVolume, read_series
+from LDCTDenoiseLib.dicom_writer import WINDOW_CENTER, WINDOW_WIDTH, write_derived_series
+from LDCTDenoiseLib.errors import LDCTDenoiseError
+from LDCTDenoiseLib.metrics import Roi
+from LDCTDenoiseLib.progress import CancelCheck, ProgressCallback
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOMScalarVolumePlugin on every loaded volume
 COMPARE_LAYOUT_ID = 4701  # custom layouts need an id above 100; this one is only used by LDCTDenoise
