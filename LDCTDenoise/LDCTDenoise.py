@@ -163,7 +163,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def __init__(self, parent=None) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # Set before the base class's __init__, which calls setup() itself when there is no parent.
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
         self.logic = None
         self._parameterNode = None
@@ -174,6 +174,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._adaptation = None
         self._lossHistory = []
         self._lossCurveShownAt = 0.0
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""

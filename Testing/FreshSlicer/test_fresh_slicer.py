@@ -36,8 +36,7 @@ from slicer_shims.scene import new_scene  # noqa: E402
 @pytest.fixture
 def widget():
     scene = new_scene()
-    panel = module.LDCTDenoiseWidget()
-    panel.setup()
+    panel = slicer_shims.module_widget(module.LDCTDenoiseWidget)
     scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
     SHIMS.torch_utils.requests.clear()
     yield panel

@@ -85,8 +85,7 @@ def scanner_b(mrml_scene, tmp_path):
 
 @pytest.fixture
 def widget(profile, mrml_scene):
-    panel = module.LDCTDenoiseWidget()
-    panel.setup()
+    panel = slicer_shims.module_widget(module.LDCTDenoiseWidget)
     panel.ui.modelComboBox.setCurrentIndex(panel.ui.modelComboBox.findText(profile))  # the user picks the profile
     panel.refreshMethods()
     panel._parameterNode.device = module.Device.CPU
@@ -129,6 +128,12 @@ def test_every_ui_name_the_code_uses_exists_and_every_custom_widget_has_its_stan
     # QUiLoader made each of those connections (the stand-ins carry the C++ signatures).
     assert widget.ui.inputSelector.parent().parent().receivers(qt.SIGNAL("mrmlSceneChanged(vtkMRMLScene*)")) == len(
         connected)
+
+
+def test_a_widget_made_without_a_parent_sets_itself_up_as_slicers_base_class_does(profile, mrml_scene):
+    panel = module.LDCTDenoiseWidget()  # the base class calls setup() inside __init__ here
+    assert panel.logic is not None and panel.ui.denoiseButton is not None and panel._parameterNode is not None
+    panel.cleanup()
 
 
 def test_bound_widgets_match_parameter_node_fields_with_pairs_slicer_can_connect(widget):

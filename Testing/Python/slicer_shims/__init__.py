@@ -52,6 +52,18 @@ def install() -> types.SimpleNamespace:
 
 
 
+def module_widget(widget_class):
+    """The module's widget as Slicer's module panel makes it: created with a parent that has a vertical layout, then
+    ``setup()``."""
+    from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+    parent = QWidget()
+    parent.setLayout(QVBoxLayout())
+    widget = widget_class(parent)
+    widget.setup()
+    return widget
+
+
 def python_slicer_launcher(folder: Path) -> Path:
     """Slicer starts background jobs with its ``PythonSlicer``; outside Slicer that is this interpreter under that
     name. Writes the launcher into ``folder``; put ``folder`` on the PATH to use it."""

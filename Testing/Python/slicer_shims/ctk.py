@@ -1,4 +1,8 @@
-"""Stand-ins for the CTK widgets the module's ``.ui`` uses, with the properties and signals the module reads."""
+"""Stand-ins for the CTK widgets the module's ``.ui`` uses, with the properties and signals the module and Slicer's
+GUI connectors read, as declared in commontk/CTK dd4caeae (the commit Slicer v5.10.0 pins in
+SuperBuild/External_CTK.cmake): Libs/Widgets/ctkCollapsibleButton.h (text, collapsed), ctkCollapsibleGroupBox.h
+(title, collapsed), ctkDirectoryButton.h (directory, directoryChanged(QString)) and ctkSliderWidget.h (value,
+minimum, maximum, singleStep, pageStep, decimals, suffix; valueChanged(double))."""
 
 from PySide6.QtCore import Property, Signal
 from PySide6.QtWidgets import QFileDialog, QGroupBox, QPushButton, QWidget

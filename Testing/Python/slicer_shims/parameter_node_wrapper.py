@@ -1,5 +1,6 @@
-"""A stand-in for ``slicer.parameterNodeWrapper``: typed fields stored in a real ``vtkMRMLScriptedModuleNode`` and
-two-way binding to the widgets whose ``SlicerParameterName`` property names a field.
+"""A stand-in for ``slicer.parameterNodeWrapper`` (Slicer v5.10.0 c01481fb, Base/Python/slicer/parameterNodeWrapper/
+wrapper.py, serializers.py, validators.py, guiConnectors.py): typed fields stored in a real
+``vtkMRMLScriptedModuleNode`` and two-way binding to the widgets whose ``SlicerParameterName`` property names a field.
 
 It supports the field types and widget/type pairs the module uses, each paired as Slicer's own GUI connectors pair
 them (``SUPPORTED_PAIRS``, checked by the tests); anything else raises, as Slicer does.

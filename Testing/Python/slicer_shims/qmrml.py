@@ -1,4 +1,7 @@
-"""Stand-ins for the qMRML widgets of the module's ``.ui``: a node combo box over a real ``vtkMRMLScene``.
+"""Stand-ins for the qMRML widgets of the module's ``.ui``: a node combo box over a real ``vtkMRMLScene``, with the
+properties, signals and slots of Slicer v5.10.0 (c01481fb) Libs/MRML/Widgets/qMRMLWidget.h, qMRMLNodeComboBox.h
+(nodeTypes, noneEnabled, addEnabled, removeEnabled, showChildNodeTypes, noneDisplay; currentNodeChanged(vtkMRMLNode*))
+and qMRMLCheckableNodeComboBox.h (checkedNodes(), checkState/setCheckState, checkedNodesChanged()).
 
 The signal and slot carry the C++ signatures ``mrmlSceneChanged(vtkMRMLScene*)`` / ``setMRMLScene(vtkMRMLScene*)``, so
 QUiLoader makes the ``.ui``'s connections exactly as in Slicer (the tests count them). PySide6 cannot pass a VTK
@@ -155,9 +158,11 @@ class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):
             self._refresh()
             self.checkedNodesChanged.emit()
 
-    def checkedNodes(self) -> list:
+    def checkedNodes(self) -> tuple:
+        """A tuple, as PythonQt converts the C++ ``QList<vtkMRMLNode*>`` (MeVisLab/pythonqt v3.6.1
+        src/PythonQtConversion.cpp, ConvertQListOfPointerTypeToPythonList)."""
         present = {node.GetID(): node for node in self.nodes()}
-        return [present[node_id] for node_id in self._checked if node_id in present]
+        return tuple(present[node_id] for node_id in self._checked if node_id in present)
 
 
 WIDGETS = (qMRMLWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox)

@@ -2,7 +2,8 @@
 
 Slicer's application logic provides the colour nodes volumes need; its layout manager creates a slice logic (and
 with it a composite node) for every slice view the layout node asks for, and its slice link logic propagates
-changes between linked views. Here the same MRML logic classes do that without any widget.
+changes between linked views. Here the same MRML logic classes (real ones, from slicer-core) do that without any
+widget, as Slicer v5.10.0 (c01481fb) Libs/MRML/Widgets/qMRMLLayoutManager.cxx creates a slice logic per view.
 """
 
 import types

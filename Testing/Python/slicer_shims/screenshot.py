@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pydicom
 
-from . import install, python_slicer_launcher
+from . import install, module_widget, python_slicer_launcher
 from .scene import load_dicom_series, new_scene
 
 MODULE_DIR = Path(__file__).resolve().parents[3] / "LDCTDenoise"
@@ -59,8 +59,7 @@ def render_panels(out_dir: Path, width: int = 440, adapt_steps: int = 0) -> dict
                                      series_description_suffix="")
         uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in files]
         volume = load_dicom_series(scene.volumes_logic, files, "Scanner B phantom", uids)
-        widget = module.LDCTDenoiseWidget()
-        widget.setup()
+        widget = module_widget(module.LDCTDenoiseWidget)
         widget.parent.resize(width, 400)
         widget._parameterNode.device = module.Device.CPU
         widget.onDenoiseButton()

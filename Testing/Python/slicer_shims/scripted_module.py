@@ -1,4 +1,5 @@
-"""Stand-ins for ``slicer.ScriptedLoadableModule``'s base classes, as far as a module's own code relies on them."""
+"""Stand-ins for ``slicer.ScriptedLoadableModule``'s base classes, as far as a module's own code relies on them,
+mirroring Slicer v5.10.0 (c01481fb) Base/Python/slicer/ScriptedLoadableModule.py."""
 
 import os
 import sys
@@ -18,14 +19,24 @@ class ScriptedLoadableModule:
 
 
 class ScriptedLoadableModuleWidget:
+    """Slicer creates the widget with its module panel as parent and then calls ``setup()``; without a parent the
+    base class makes one and calls ``setup()`` itself, inside ``__init__`` (v5.10.0 lines 89-110), so a subclass must
+    have set its own attributes before it calls this ``__init__``."""
+
     def __init__(self, parent=None) -> None:
         self.moduleName = self.__class__.__name__.removesuffix("Widget")
-        if parent is None:
-            parent = QWidget()
-            parent.setLayout(QVBoxLayout())
-        parent.isEntered = False  # a property of Slicer's module panel
         self.parent = parent
-        self.layout = parent.layout()
+        if parent is None:
+            from .qmrml import qMRMLWidget
+
+            self.parent = qMRMLWidget()
+            self.parent.setLayout(QVBoxLayout())
+            self.parent.setMRMLScene(slicer.mrmlScene)
+        self.parent.isEntered = False  # a property of Slicer's module panel
+        self.layout = self.parent.layout()
+        if parent is None:
+            self.setup()
+            self.parent.show()
 
     def resourcePath(self, filename: str) -> str:
         """Resources/<filename> beside the module's .py file, as Slicer resolves it."""
