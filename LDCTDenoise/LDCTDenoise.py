@@ -117,6 +117,7 @@ class LDCTDenoiseParameterNode:
     modelName - The registered model that denoises (empty: the engine's default model).
     baseModelName - The registered model the adaptation starts from.
     device - Where the network runs.
+    strength - How much of the denoising to apply, in percent: output = input + strength/100 * (denoised - input).
     batchSize - Slices sent to the device at once.
     outputVolume - Where the denoised volume goes (a new volume when none).
     referenceVolume - Optional normal-dose volume for PSNR/SSIM/RMSE.
@@ -134,6 +135,7 @@ class LDCTDenoiseParameterNode:
     modelName: str = ""
     baseModelName: str = ""
     device: Device = Device.AUTO
+    strength: Annotated[float, WithinRange(0.0, 100.0)] = 100.0
     batchSize: Annotated[int, WithinRange(1, 64)] = 4
     outputVolume: vtkMRMLScalarVolumeNode
     referenceVolume: vtkMRMLScalarVolumeNode
@@ -386,8 +388,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     outputVolume = self.logic.denoise(
                         parameterNode.inputVolume, parameterNode.modelName or self.logic.defaultModelName(),
                         device=parameterNode.device.value, batchSize=parameterNode.batchSize,
-                        outputVolume=parameterNode.outputVolume, progress=self.onProgress,
-                        cancel=self.cancelRequested)
+                        strength=parameterNode.strength / 100.0, outputVolume=parameterNode.outputVolume,
+                        progress=self.onProgress, cancel=self.cancelRequested)
             except CancelledError:
                 self.ui.statusLabel.setText(_("Cancelled; nothing was changed."))
                 return
@@ -409,13 +411,16 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 with self.running(_("Comparing...")):
                     volumes = self.logic.compare(parameterNode.inputVolume, methods,
                                                  device=parameterNode.device.value, batchSize=parameterNode.batchSize,
+                                                 strength=parameterNode.strength / 100.0,
                                                  progressFor=self.progressFor, cancel=self.cancelRequested)
             except CancelledError:
                 self.ui.statusLabel.setText(_("Cancelled; outputs computed so far are kept."))
                 return
             self.logic.showComparison(volumes, parameterNode.roi)
-            self.showMetrics(self.logic.comparisonMetrics(volumes, parameterNode.referenceVolume, parameterNode.roi,
-                                                          parameterNode.backgroundRoi))
+            metrics = self.logic.comparisonMetrics(volumes, parameterNode.referenceVolume, parameterNode.roi,
+                                                   parameterNode.backgroundRoi)
+            self.showMetrics({self.logic.methodLabel(method, volumes[method]): values
+                              for method, values in metrics.items()})
             self.ui.statusLabel.setText(_("Compared {count} methods.").format(count=len(volumes)))
 
     @staticmethod
@@ -679,6 +684,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     # How a computed volume remembers what it is, so Compare reuses it and Export can describe and trace it.
     METHOD_ATTRIBUTE = "LDCTDenoise.method"
+    STRENGTH_ATTRIBUTE = "LDCTDenoise.strength"
     DERIVATION_ATTRIBUTE = "LDCTDenoise.derivation"
     INPUT_REFERENCE_ROLE = "LDCTDenoiseInput"
     # The engine's names of the settings an adaptation method sets, and the parameter node's.
@@ -727,7 +733,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                           if name != "bm3d" or importlib.util.find_spec("bm3d") is not None]
 
     def denoise(self, inputVolume: vtkMRMLScalarVolumeNode, method: str, *, device: str = "auto", batchSize: int = 4,
-                outputVolume: Optional[vtkMRMLScalarVolumeNode] = None,
+                strength: float = 1.0, outputVolume: Optional[vtkMRMLScalarVolumeNode] = None,
                 progress: Optional[Callable[[int, int], None]] = None,
                 cancel: Optional[Callable[[], bool]] = None) -> vtkMRMLScalarVolumeNode:
         """
@@ -736,6 +742,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         Can be used without GUI widget.
         :param inputVolume: CT volume in HU
         :param method: a model name or a baseline name (see compareMethodNames)
+        :param strength: the share of the denoising applied, 0 to 1: input + strength * (denoised - input)
         :param outputVolume: volume to overwrite; a new one is created when None
         :return: the output volume
         """
@@ -744,46 +751,49 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         from LDCTDenoiseLib.methods import make_method
 
         startTime = time.perf_counter()
-        denoiser = make_method(method, device=device, batch_size=batchSize)
+        denoiser = make_method(method, device=device, batch_size=batchSize, strength=strength)
         result = denoiser(mrml.array_from_volume(inputVolume), progress=progress, cancel=cancel)
-        outputVolume = mrml.add_volume_from_array(result, inputVolume, f"{inputVolume.GetName()} {method}",
-                                                  outputVolume)
+        name = f"{inputVolume.GetName()} {method}" + (f" {strength:.0%}" if strength < 1.0 else "")
+        outputVolume = mrml.add_volume_from_array(result, inputVolume, name, outputVolume)
         outputVolume.SetAttribute(self.METHOD_ATTRIBUTE, method)
-        outputVolume.SetAttribute(self.DERIVATION_ATTRIBUTE, self._derivation(denoiser, method))
+        outputVolume.SetAttribute(self.STRENGTH_ATTRIBUTE, repr(float(strength)))
+        outputVolume.SetAttribute(self.DERIVATION_ATTRIBUTE, denoiser.derivation())
         outputVolume.SetNodeReferenceID(self.INPUT_REFERENCE_ROLE, inputVolume.GetID())
         logging.info(f"LDCTDenoise: {method} on {inputVolume.GetName()} took {time.perf_counter() - startTime:.2f} s")
         return outputVolume
 
-    @staticmethod
-    def _derivation(denoiser, method: str) -> str:
-        """DerivationDescription for the exported series: the model's own (name, card, weights checksum) or the
-        baseline's name."""
-        if hasattr(denoiser, "derivation"):
-            return denoiser.derivation()
-        from LDCTDenoiseLib import __version__
-
-        return f"Denoised slice by slice by LDCTDenoise {__version__} with the baseline '{method}'"
-
-    def existingOutput(self, inputVolume: vtkMRMLScalarVolumeNode, method: str
+    def existingOutput(self, inputVolume: vtkMRMLScalarVolumeNode, method: str, strength: float = 1.0
                        ) -> Optional[vtkMRMLScalarVolumeNode]:
-        """A volume this logic already computed with ``method`` from ``inputVolume``, if any."""
+        """A volume this logic already computed with ``method`` at ``strength`` from ``inputVolume``, if any."""
         for volume in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
             if (volume.GetAttribute(self.METHOD_ATTRIBUTE) == method
+                    and self.volumeStrength(volume) == float(strength)
                     and volume.GetNodeReference(self.INPUT_REFERENCE_ROLE) is inputVolume):
                 return volume
         return None
 
+    def volumeStrength(self, volume: vtkMRMLScalarVolumeNode) -> float:
+        """The strength a computed volume was made at (1 for volumes made before strengths existed)."""
+        return float(volume.GetAttribute(self.STRENGTH_ATTRIBUTE) or 1.0)
+
+    def methodLabel(self, method: str, volume: vtkMRMLScalarVolumeNode) -> str:
+        """A method's name as the Compare table and an exported series' description show it: with its strength
+        when that is below 100 % (as the command line writes it)."""
+        strength = self.volumeStrength(volume) if volume.GetAttribute(self.METHOD_ATTRIBUTE) else 1.0
+        return method if strength == 1.0 else f"{method} {strength:.0%}"
+
     def compare(self, inputVolume: vtkMRMLScalarVolumeNode, methods: Sequence[str], *, device: str = "auto",
-                batchSize: int = 4, progressFor: Optional[Callable[[str], Callable[[int, int], None]]] = None,
+                batchSize: int = 4, strength: float = 1.0, progressFor: Optional[Callable[[str], Callable[[int, int], None]]] = None,
                 cancel: Optional[Callable[[], bool]] = None) -> dict:
-        """The volume of each method (method name -> volume node), computing only those not computed before."""
+        """The volume of each method at ``strength`` (method name -> volume node), computing only those not computed
+        before; the input stays the input."""
         volumes = {}
         for method in methods:
             if method == INPUT_METHOD:
                 volumes[method] = inputVolume
                 continue
-            volumes[method] = self.existingOutput(inputVolume, method) or self.denoise(
-                inputVolume, method, device=device, batchSize=batchSize,
+            volumes[method] = self.existingOutput(inputVolume, method, strength) or self.denoise(
+                inputVolume, method, device=device, batchSize=batchSize, strength=strength,
                 progress=progressFor(method) if progressFor else None, cancel=cancel)
         return volumes
 
@@ -870,8 +880,8 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             folder = stamped.with_name(f"{stamped.name}-{copy}")
         return mrml.export_derived_series(volume, mrml.source_files(source, fileForInstance), folder,
                                           derivation_description=derivation,
-                                          series_description_suffix=f" [LDCTDenoise {method}]", progress=progress,
-                                          cancel=cancel)
+                                          series_description_suffix=f" [LDCTDenoise {self.methodLabel(method, volume)}]",
+                                          progress=progress, cancel=cancel)
 
     @staticmethod
     def pythonSlicerExecutable() -> str:

@@ -73,23 +73,41 @@ def _read(args: argparse.Namespace, bars: ProgressBars, path: Path, series: Opti
     return volume
 
 
+def _strength_percent(text: str) -> float:
+    """argparse type of ``--strength``: a percentage from 0 to 100 ("70" or "70%"), refused clearly otherwise."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 100.0:  # also refuses nan, inf and words
+        raise argparse.ArgumentTypeError(f"must be a percentage from 0 (the input unchanged) to 100 (fully "
+                                         f"denoised), got {text!r}")
+    return value
+
+
 def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
-    """Stream the series through the model a batch at a time: memory is bounded by the batch, not the series."""
+    """Stream the series through the model a batch at a time: memory is bounded by the batch, not the series.
+
+    The model blends each batch with its input at the chosen strength, so streaming and memory are as at full
+    strength.
+    """
     registry = ModelRegistry()
-    model = ModelDenoiser(args.model, registry, args.device, args.batch_size)
+    model = ModelDenoiser(args.model, registry, args.device, args.batch_size, strength=args.strength / 100.0)
+    at_strength = "" if args.strength == 100.0 else f" at strength {args.strength:g} %"
     series = open_series(args.input, args.series)
     for warning in series.warnings:
         _say(args, f"warning: {args.input}: {warning}")
     tic = time.perf_counter()
+    suffix = args.model if args.strength == 100.0 else f"{args.model} {args.strength:g}%"
     files = write_processed_series(series, model, args.output, batch_size=args.batch_size,
                                    derivation_description=model.derivation(),
-                                   series_description_suffix=f" [LDCTDenoise {args.model}]",
-                                   progress=bars(f"read, denoise ({args.model}), write"))
+                                   series_description_suffix=f" [LDCTDenoise {suffix}]",
+                                   progress=bars(f"read, denoise ({args.model}{at_strength}), write"))
     seconds = time.perf_counter() - tic
     bars.close()
     n_slices = series.shape[0]
     rate = n_slices / seconds if seconds > 0 else float("inf")
-    print(f"Denoised {n_slices} slices of '{series.description}' with {args.model} in {seconds:.1f} s "
+    print(f"Denoised {n_slices} slices of '{series.description}' with {args.model}{at_strength} in {seconds:.1f} s "
           f"({rate:.1f} slices/s, reading and writing included); wrote {len(files)} files to {args.output}")
     return 0
 
@@ -267,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("output", type=Path, help="new or empty folder for the denoised series")
     denoise.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `models`)")
     denoise.add_argument("--series", help="SeriesInstanceUID, when the input holds several series")
+    denoise.add_argument("--strength", type=_strength_percent, default=100.0, metavar="PERCENT",
+                         help="denoising strength, 0-100 (default %(default)g): the output is input + strength x "
+                              "(denoised - input), as vendors' iterative-reconstruction levels; 100 is the model's "
+                              "output, lower keeps more of the original noise texture")
     add_model_options(denoise)
 
     compare = add("compare", command_compare,

@@ -56,10 +56,11 @@ def test_denoise_writes_a_derived_series_with_the_input_geometry(profile, series
     assert "Denoised 5 slices" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("strength", ["100", "40"])
 @pytest.mark.parametrize("enhanced", [False, True], ids=["single-frame", "enhanced"])
-def test_denoise_streams_the_same_files_as_the_whole_volume_path(profile, tmp_path, enhanced):
+def test_denoise_streams_the_same_files_as_the_whole_volume_path(profile, tmp_path, enhanced, strength):
     """Slices of 260² (9 CPU tiles each, so tile groups span slices) in batches of 2 with a last batch of 1: the
-    streamed command writes what reading everything, denoising the volume and writing it would."""
+    streamed command writes what reading everything, denoising the volume and writing it would, at any strength."""
     hu = phantom_hu(n_slices=3, size=260, seed=4)
     folder = tmp_path / "input"
     if enhanced:
@@ -68,13 +69,64 @@ def test_denoise_streams_the_same_files_as_the_whole_volume_path(profile, tmp_pa
         write_ct_series(folder, hu)
     out = tmp_path / "out"
     assert main(["denoise", str(folder), str(out), "--model", profile, "--device", "cpu", "--batch-size", "2",
-                 "--quiet"]) == 0
-    model = ModelDenoiser(profile, device="cpu", batch_size=2)
+                 "--strength", strength, "--quiet"]) == 0
+    model = ModelDenoiser(profile, device="cpu", batch_size=2, strength=float(strength) / 100)
     volume = read_series(folder)
+    suffix = profile if strength == "100" else f"{profile} {strength}%"
     whole = write_derived_series(volume, model(volume.hu), tmp_path / "whole",
                                  derivation_description=model.derivation(),
-                                 series_description_suffix=f" [LDCTDenoise {profile}]")
+                                 series_description_suffix=f" [LDCTDenoise {suffix}]")
     assert_same_derived_series(whole, sorted(out.iterdir()))
+
+
+@pytest.mark.parametrize("argument, strength", [("70", 0.7), ("33.3%", 0.333), ("0", 0.0)])
+def test_denoise_at_a_partial_strength_writes_the_blend_and_records_it(profile, series, tmp_path, capsys, argument,
+                                                                       strength):
+    """The written pixels are input + s * (denoised - input), up to the stored integers' rounding."""
+    out = tmp_path / "out"
+    assert main(["denoise", str(series), str(out), "--model", profile, "--device", "cpu", "--batch-size", "2",
+                 "--strength", argument, "--quiet"]) == 0
+    source = read_series(series).hu
+    full = ModelDenoiser(profile, device="cpu")(source)
+    expected = source + np.float32(strength) * (full - source)
+    result = read_series(out)
+    np.testing.assert_allclose(result.hu, expected, rtol=0, atol=0.5 + 1e-3)
+    if strength == 0.0:
+        np.testing.assert_array_equal(result.hu, source)  # integer HU in, the same integers out
+    else:
+        assert np.abs(result.hu - source).max() > 2 and np.abs(result.hu - full).max() > 2  # between the two
+    header = pydicom.dcmread(result.source_files[0])
+    percent = f"{100 * strength:g}"
+    assert f"'{profile}'" in header.DerivationDescription and "sha256" in header.DerivationDescription
+    assert header.DerivationDescription.endswith(f"at strength {percent} % (output = input + {strength:g} x "
+                                                 f"(denoised - input))")
+    assert header.SeriesDescription.endswith(f"[LDCTDenoise {profile} {percent}%]")
+    assert f"Denoised 5 slices of 'Synthetic LDCT' with {profile} at strength {percent} % in" in \
+        capsys.readouterr().out
+
+
+def test_full_strength_is_the_default_and_not_mentioned(profile, series, tmp_path, capsys):
+    default, explicit = tmp_path / "default", tmp_path / "explicit"
+    assert main(["denoise", str(series), str(default), "--model", profile, "--device", "cpu", "--quiet"]) == 0
+    assert main(["denoise", str(series), str(explicit), "--model", profile, "--device", "cpu", "--strength", "100",
+                 "--quiet"]) == 0
+    np.testing.assert_array_equal(read_series(default).hu, read_series(explicit).hu)
+    header = pydicom.dcmread(sorted(explicit.iterdir())[0])
+    assert "strength" not in header.DerivationDescription
+    assert header.SeriesDescription.endswith(f"[LDCTDenoise {profile}]")
+    assert "at strength" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["-5", "150", "abc", "nan", "100.5"])
+def test_a_strength_outside_0_to_100_is_refused_before_anything_is_written(profile, series, tmp_path, capsys, value):
+    before = snapshot(series)
+    with pytest.raises(SystemExit) as stopped:
+        main(["denoise", str(series), str(tmp_path / "out"), "--model", profile, "--strength", value, "--quiet"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert (f"argument --strength: must be a percentage from 0 (the input unchanged) to 100 (fully denoised), "
+            f"got '{value}'") in error
+    assert snapshot(series) == before and sorted(p.name for p in tmp_path.iterdir()) == ["input", "profiles"]
 
 
 def test_an_unreadable_slice_midway_stops_denoise_and_leaves_nothing(profile, tmp_path, capsys):

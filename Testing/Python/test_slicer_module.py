@@ -115,7 +115,7 @@ def test_every_ui_name_the_code_uses_exists_and_every_custom_widget_has_its_stan
         assert type(getattr(widget.ui, name)).__name__ == declared[name]  # nothing fell back to a plain QWidget
     custom = {c.findtext("class") for c in tree.iter("customwidget")}
     assert custom == {"qMRMLWidget", "qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "ctkCollapsibleButton",
-                      "ctkCollapsibleGroupBox", "ctkDirectoryButton"}
+                      "ctkCollapsibleGroupBox", "ctkDirectoryButton", "ctkSliderWidget"}
     root = tree.getroot().find("widget")
     assert root.get("class") == "qMRMLWidget"
     assert [w.findtext("property/string") for w in root.iter("widget") if w.get("class") == "ctkCollapsibleButton"
@@ -208,6 +208,32 @@ def test_denoise_runs_in_batches_and_shows_the_output_at_the_soft_tissue_window(
     assert "Denoised" in widget.ui.statusLabel.text()
     assert widget.ui.denoiseButton.isEnabled() and not widget.ui.cancelButton.isEnabled()
     assert output.GetAttribute(module.LDCTDenoiseLogic.METHOD_ATTRIBUTE) == "tiny"
+
+
+def test_the_strength_slider_blends_the_output_and_the_export_and_table_record_it(widget, ct, tmp_path):
+    node, _, lookup = ct
+    full = widget.logic.denoise(node, "tiny", device="cpu")
+    widget.ui.strengthSliderWidget.setValue(70)  # GUI -> parameter node
+    assert widget._parameterNode.strength == 70.0
+    widget.ui.denoiseButton.click()
+    output = widget._parameterNode.outputVolume
+    assert output is not full
+    original = mrml.array_from_volume(node)
+    np.testing.assert_allclose(mrml.array_from_volume(output),
+                               original + 0.7 * (mrml.array_from_volume(full) - original), atol=1e-3)
+    assert output.GetName().endswith("tiny 70%")
+    header = pydicom.dcmread(widget.logic.exportDicom(output, tmp_path / "export", lookup.get)[0])
+    assert "at strength 70 %" in header.DerivationDescription
+    assert header.SeriesDescription.endswith("[LDCTDenoise tiny 70%]")
+
+    for item in widget.methodItems():
+        item.setCheckState(qt.Qt.Checked if item.text() in ("input", "tiny") else qt.Qt.Unchecked)
+    widget.ui.compareButton.click()
+    shown = [slicer.vtkMRMLSliceLogic.GetSliceCompositeNode(s).GetBackgroundVolumeID()
+             for s in widget.logic.compareSliceNodes]
+    assert shown == [node.GetID(), output.GetID()]  # the 70 % output is reused, the full-strength one is not shown
+    table = widget.ui.metricsTable
+    assert [table.verticalHeaderItem(r).text() for r in range(table.rowCount())] == ["input", "tiny 70%"]
 
 
 def test_cancel_reaches_the_engine_between_batches_and_changes_nothing(widget, ct, mrml_scene):

@@ -4,8 +4,8 @@ SuperBuild/External_CTK.cmake): Libs/Widgets/ctkCollapsibleButton.h (text, colla
 (title, collapsed), ctkDirectoryButton.h (directory, directoryChanged(QString)) and ctkSliderWidget.h (value,
 minimum, maximum, singleStep, pageStep, decimals, suffix; valueChanged(double))."""
 
-from PySide6.QtCore import Property, Signal
-from PySide6.QtWidgets import QFileDialog, QGroupBox, QPushButton, QWidget
+from PySide6.QtCore import Property, Qt, Signal
+from PySide6.QtWidgets import QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QPushButton, QSlider, QWidget
 
 
 class ctkCollapsibleButton(QGroupBox):
@@ -77,4 +77,59 @@ class ctkCollapsibleGroupBox(QGroupBox):
     collapsed = Property(bool, _collapsed, _setCollapsed)
 
 
-WIDGETS = (ctkCollapsibleButton, ctkCollapsibleGroupBox, ctkDirectoryButton)
+class ctkSliderWidget(QWidget):
+    """A slider and a spin box that hold one double ``value`` and emit ``valueChanged(double)`` when it changes (the
+    spin box decides the precision, from ``decimals``, as in CTK's ctkSliderWidget.cpp)."""
+
+    valueChanged = Signal(float)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.slider = QSlider(Qt.Horizontal, self)
+        self.spinBox = QDoubleSpinBox(self)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider)
+        layout.addWidget(self.spinBox)
+        self.spinBox.valueChanged.connect(self._fromSpinBox)
+        self.slider.valueChanged.connect(lambda position: self.setValue(position * self.singleStep))
+
+    def _fromSpinBox(self, value: float) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(round(value / self.singleStep))
+        self.slider.blockSignals(False)
+        self.valueChanged.emit(value)
+
+    def _setRange(self) -> None:
+        self.slider.setRange(round(self.spinBox.minimum() / self.singleStep),
+                             round(self.spinBox.maximum() / self.singleStep))
+
+    def _singleStep(self) -> float:
+        return self.spinBox.singleStep()
+
+    def _setSingleStep(self, step: float) -> None:
+        self.spinBox.setSingleStep(step)
+        self._setRange()
+
+    def _setMinimum(self, minimum: float) -> None:
+        self.spinBox.setMinimum(minimum)
+        self._setRange()
+
+    def _setMaximum(self, maximum: float) -> None:
+        self.spinBox.setMaximum(maximum)
+        self._setRange()
+
+    def setValue(self, value: float) -> None:
+        self.spinBox.setValue(value)
+
+    value = Property(float, lambda self: self.spinBox.value(), setValue)
+    minimum = Property(float, lambda self: self.spinBox.minimum(), _setMinimum)
+    maximum = Property(float, lambda self: self.spinBox.maximum(), _setMaximum)
+    singleStep = Property(float, _singleStep, _setSingleStep)
+    pageStep = Property(float, lambda self: self.slider.pageStep() * self.singleStep,
+                        lambda self, step: self.slider.setPageStep(round(step / self.singleStep)))
+    decimals = Property(int, lambda self: self.spinBox.decimals(), lambda self, count: self.spinBox.setDecimals(count))
+    suffix = Property(str, lambda self: self.spinBox.suffix(), lambda self, text: self.spinBox.setSuffix(text))
+
+
+WIDGETS = (ctkCollapsibleButton, ctkCollapsibleGroupBox, ctkDirectoryButton, ctkSliderWidget)

@@ -109,6 +109,11 @@ class _Connector:
             if field.range is not None:
                 widget.setRange(field.range.minimum, field.range.maximum)
             self.signal, self.read, self.write = widget.valueChanged, widget.value, widget.setValue
+        elif kind[0] == "ctkSliderWidget":  # guiConnectors.py sets the range as properties, and needs one
+            if field.range is None:
+                raise RuntimeError(f"{field.name}: a ctkSliderWidget needs a WithinRange annotation")
+            widget.minimum, widget.maximum = field.range.minimum, field.range.maximum
+            self.signal, self.read, self.write = widget.valueChanged, lambda: widget.value, widget.setValue
         elif kind[0] in ("QCheckBox", "QPushButton"):
             self.signal, self.read, self.write = widget.toggled, widget.isChecked, widget.setChecked
         elif kind[0] == "ctkDirectoryButton":
