@@ -26,6 +26,7 @@ from slicer.parameterNodeWrapper import (
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
 
 from LDCTDenoiseSlicerLib import dependencies, mrml
+from LDCTDenoiseSlicerLib.sampleData import registerSampleData
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
 
 # Everything that needs torch (models, methods, comparison) is imported where it is used, after the Widget made sure
@@ -65,6 +66,9 @@ CPCE-2D: H. Shan et al., "3-D Convolutional Encoder-Decoder Network for Low-Dose
 with semantic information alignment". Shipped weights were trained on the AAPM/Mayo Clinic 2016 Low-Dose CT
 Grand Challenge data.
 """)
+        # The sample series appears in the Sample Data module, whose buttons are made from the sources registered
+        # once Slicer has started (as Slicer's scripted-module template registers its samples).
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 #
@@ -801,18 +805,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def showVolume(volume: vtkMRMLScalarVolumeNode) -> None:
         """Show the volume alone in every slice view but the compare views (they keep their methods), fitted."""
         mrml.set_display_window(volume)
-        mrml.show_in_main_views(slicer.mrmlScene, volume, LDCTDenoiseLogic.fitSliceViews)
-
-    @staticmethod
-    def fitSliceViews(viewNames: Sequence[str]) -> None:
-        """Fit the named slice views to their background (nothing to fit without Slicer's layout manager)."""
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is None:
-            return
-        for name in viewNames:
-            sliceWidget = layoutManager.sliceWidget(name)
-            if sliceWidget:  # views of other layouts exist in the scene but have no widget now
-                sliceWidget.sliceLogic().FitSliceToBackground()
+        mrml.show_in_main_views(slicer.mrmlScene, volume)
 
     def showComparison(self, volumes: dict, roi: Optional[vtkMRMLMarkupsROINode] = None) -> list:
         """One linked, labelled view per method; the views zoom onto the ROI and follow it when it moves."""

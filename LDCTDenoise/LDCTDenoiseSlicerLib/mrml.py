@@ -68,11 +68,10 @@ def set_display_window(volume_node: slicer.vtkMRMLScalarVolumeNode, window: floa
     display.SetWindowLevel(window, level)
 
 
-def show_in_main_views(scene: slicer.vtkMRMLScene, volume_node: slicer.vtkMRMLScalarVolumeNode,
-                       fit_views: Callable[[Sequence[str]], None] = lambda names: None) -> list[str]:
-    """Show the volume alone in every slice view but the compare views, which keep the methods they were given,
-    then let ``fit_views`` fit those views (Slicer's layout manager does that; ``slicer.util.setSliceViewerLayers``
-    would change every view, the compare views included). Returns the layout names of the views changed."""
+def show_in_main_views(scene: slicer.vtkMRMLScene, volume_node: slicer.vtkMRMLScalarVolumeNode) -> list[str]:
+    """Show the volume alone, fitted, in every slice view but the compare views, which keep the methods they were
+    given (``slicer.util.setSliceViewerLayers`` would change every view, the compare views included). Returns the
+    layout names of the views changed."""
     changed = []
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
@@ -82,8 +81,20 @@ def show_in_main_views(scene: slicer.vtkMRMLScene, volume_node: slicer.vtkMRMLSc
         composite.SetForegroundVolumeID(None)
         composite.SetLabelVolumeID(None)
         changed.append(composite.GetLayoutName())
-    fit_views(changed)
+    fit_slice_views(changed)
     return changed
+
+
+def fit_slice_views(view_names: Sequence[str]) -> None:
+    """Fit the named slice views to their background, through Slicer's layout manager (there is none outside the
+    application, and then there is nothing to fit); views of other layouts have no widget now and are skipped."""
+    layout_manager = slicer.app.layoutManager() if hasattr(slicer, "app") else None
+    if layout_manager is None:
+        return
+    for name in view_names:
+        slice_widget = layout_manager.sliceWidget(name)
+        if slice_widget:
+            slice_widget.sliceLogic().FitSliceToBackground()
 
 
 def compare_view_names(count: int) -> list[str]:

@@ -106,6 +106,15 @@ def test_module_metadata():
     assert "documentation" in parent.helpText and "Shan" in parent.acknowledgementText
 
 
+def test_the_sample_is_registered_once_slicer_has_started():
+    """Sample Data makes its buttons from the sources registered by then (SampleData.py v5.10.0:282)."""
+    from LDCTDenoiseSlicerLib.sampleData import registerSampleData
+
+    slicer.app.connections.clear()
+    module.LDCTDenoise(type("ModuleParent", (), {})())
+    assert slicer.app.connections == [("startupCompleted()", registerSampleData)]
+
+
 def test_every_ui_name_the_code_uses_exists_and_every_custom_widget_has_its_stand_in(widget):
     tree = ElementTree.parse(UI_FILE)
     declared = {w.get("name"): w.get("class") for w in tree.iter("widget")}

@@ -1,8 +1,9 @@
 """Run Slicer module code under plain pytest: real MRML and ``slicer.util`` from ``slicer-core``, real Qt from
 PySide6 (offscreen), and small stand-ins for what neither provides (PythonQt's ``qt``, CTK/qMRML widgets, the
 scripted-module base classes, the parameter node wrapper, ``slicer.app``, ``slicer.packaging``, the PyTorch
-extension). Each stand-in names, in its docstring, the real source (repository, commit, file) whose behaviour it
-reproduces; where PySide6 and PythonQt differ, the stand-in does what PythonQt does.
+extension, Sample Data and the DICOM module's Python API). Each stand-in names, in its docstring, the real source
+(repository, commit, file) whose behaviour it reproduces; where PySide6 and PythonQt differ, the stand-in does what
+PythonQt does.
 
 This package must not be called ``slicer``: slicer-core imports every module of any ``slicer`` folder on sys.path.
 """
@@ -21,7 +22,7 @@ def install() -> types.SimpleNamespace:
     import slicer.util
     from PySide6.QtWidgets import QApplication
 
-    from . import application, ctk, parameter_node_wrapper, qmrml, qt, scripted_module
+    from . import application, ctk, parameter_node_wrapper, qmrml, qt, sample_data, scripted_module
 
     application_instance = QApplication.instance() or QApplication(["pytest"])
     if not isinstance(getattr(slicer, "app", None), application.Application):
@@ -42,8 +43,11 @@ def install() -> types.SimpleNamespace:
             "slicer.parameterNodeWrapper": parameter_node_wrapper,
             "slicer.packaging": packaging_module,
             "PyTorchUtils": torch_utils,
+            **sample_data.modules(),
         })
         slicer.app = application.Application()
+        # Slicer's namespace of loaded modules; SampleData keeps its sources there, and a test sets ``volumes``.
+        slicer.modules = getattr(slicer, "modules", None) or types.SimpleNamespace()
         slicer.ScriptedLoadableModule = scripted_module
         slicer.i18n, slicer.parameterNodeWrapper, slicer.packaging = i18n, parameter_node_wrapper, packaging_module
         slicer.qMRMLNodeComboBox, slicer.qMRMLWidget = qmrml.qMRMLNodeComboBox, qmrml.qMRMLWidget

@@ -4,6 +4,7 @@ docstring does in testing mode, and records what the module asked of it so tests
 
 import importlib.metadata
 import importlib.util
+import os
 import tempfile
 from pathlib import Path
 
@@ -12,10 +13,27 @@ from PySide6.QtWidgets import QApplication
 
 
 class Application:
-    """``slicer.app`` in testing mode (no popups), with Qt's event loop."""
+    """``slicer.app`` in testing mode (no popups), with Qt's event loop. ``connect`` records the module's
+    connections to application signals (``startupCompleted()``) in ``connections``; ``cachePath`` stands for the
+    folder Slicer downloads sample data into (Base/QTCore/qSlicerCoreApplication.h v5.10.0:79; a test points it at
+    its own folder)."""
 
     applicationName = "Slicer"
     temporaryPath = tempfile.gettempdir()
+    cachePath = os.path.join(tempfile.gettempdir(), "slicer-shims-cache")
+
+    def __init__(self) -> None:
+        self.connections = []
+
+    def connect(self, signal: str, slot) -> bool:
+        """PythonQt's string-signature connect on the application object. Slicer emits ``startupCompleted()`` once
+        every module is loaded (Base/QTGUI/qSlicerApplication.h v5.10.0:246); nothing emits it here."""
+        self.connections.append((signal, slot))
+        return True
+
+    def topLevelWidgets(self) -> list:
+        """Where ``slicer.util.mainWindow`` looks for the main window; outside Slicer there is none."""
+        return QApplication.topLevelWidgets()
 
     def testingEnabled(self) -> bool:
         return True
