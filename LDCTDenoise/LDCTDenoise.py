@@ -434,15 +434,22 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return columns, [[f"{values[key]:.4g}" if key in values else "" for key in columns]
                          for values in metrics.values()]
 
+    @staticmethod
+    def metricLabels(columns: Sequence[str]) -> list[str]:
+        """The engine's words and units for its metric keys ("roi_sd_hu" -> "Noise SD (HU)")."""
+        from LDCTDenoiseLib.comparison import metric_label
+
+        return [metric_label(key) for key in columns]
+
     def showMetrics(self, metrics: dict) -> None:
-        """One row per method, one column per number."""
+        """One row per method, one column per number, headed in words with units."""
         self._metrics = metrics
         columns, rows = self.metricsCells(metrics)
         table = self.ui.metricsTable
         table.clear()
         table.setRowCount(len(rows))
         table.setColumnCount(len(columns))
-        table.setHorizontalHeaderLabels(columns)
+        table.setHorizontalHeaderLabels(self.metricLabels(columns))
         table.setVerticalHeaderLabels(list(metrics))
         for row, cells in enumerate(rows):
             for column, text in enumerate(cells):
@@ -450,9 +457,11 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     def metricsText(self) -> str:
-        """The table as shown, tab separated, for pasting into a spreadsheet."""
+        """The table as shown, tab separated, for pasting into a spreadsheet (the saved CSV keeps the engine's keys,
+        for scripts)."""
         columns, rows = self.metricsCells(self._metrics)
-        lines = [["method", *columns]] + [[method, *cells] for method, cells in zip(self._metrics, rows)]
+        lines = [["Method", *self.metricLabels(columns)]] + [[method, *cells]
+                                                               for method, cells in zip(self._metrics, rows)]
         return "\n".join("\t".join(cells) for cells in lines) + "\n"
 
     def onCopyMetricsButton(self) -> None:

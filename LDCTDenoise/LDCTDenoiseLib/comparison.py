@@ -20,6 +20,28 @@ from .model_registry import ModelRegistry
 from .progress import CancelCheck, ProgressCallback, check_cancel
 
 REFERENCE = "reference"
+# What a person reads for each number of :func:`comparison_metrics` (and the ``seconds`` of :func:`run_methods` that
+# the command line adds), with its unit; CSV and JSON files keep the keys, which scripts rely on. W/L 400/40 is the
+# display window [-160, 240] HU and the full range is [-1024, 3072] HU (metrics.py); "SD over slices" is the spread
+# of the per-slice values behind the mean. The NPS frequencies are in cycles/mm because the pixel size is in mm.
+METRIC_LABELS = {
+    "psnr_display": "PSNR, W/L 400/40 (dB)",
+    "psnr_display_sd": "PSNR, W/L 400/40, SD over slices (dB)",
+    "ssim_display": "SSIM, W/L 400/40",
+    "ssim_display_sd": "SSIM, W/L 400/40, SD over slices",
+    "psnr_full": "PSNR, full range (dB)",
+    "psnr_full_sd": "PSNR, full range, SD over slices (dB)",
+    "ssim_full": "SSIM, full range",
+    "ssim_full_sd": "SSIM, full range, SD over slices",
+    "rmse": "RMSE (HU)",
+    "rmse_sd": "RMSE, SD over slices (HU)",
+    "roi_mean_hu": "ROI mean (HU)",
+    "roi_sd_hu": "Noise SD (HU)",
+    "cnr": "CNR",
+    "nps_peak_cycles_per_mm": "NPS peak (cycles/mm)",
+    "nps_mean_cycles_per_mm": "NPS mean frequency (cycles/mm)",
+    "seconds": "Run time (s)",
+}
 
 
 def run_methods(hu: np.ndarray, methods: Sequence[str], *, registry: Optional[ModelRegistry] = None,
@@ -69,6 +91,12 @@ def comparison_metrics(outputs: Mapping[str, np.ndarray], reference: Optional[np
             row["nps_mean_cycles_per_mm"] = summary["mean_frequency"]
         results[name] = row
     return results
+
+
+def metric_label(key: str) -> str:
+    """The label of a metric key for a table header; a key without one (a number some caller added) is shown as
+    itself with spaces, so it still appears rather than failing the whole table."""
+    return METRIC_LABELS.get(key, key.replace("_", " "))
 
 
 def write_comparison(outputs: Mapping[str, np.ndarray], reference: Optional[np.ndarray],

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
@@ -31,6 +31,17 @@ TWO_LINE_TITLE_INCHES = 0.4
 ONE_LINE_TITLE_INCHES = 0.25
 CAPTION_INCHES = 0.3
 ROI_COLOUR = "#ffb000"
+# Legend names of the adaptation's loss terms, the keys of its step rows (adaptation.adapt.used_loss_terms), in the
+# order they are drawn. "critic" is the discriminator's own loss, the other terms are the denoiser's.
+LOSS_TERM_NAMES = {
+    "loss": "total",
+    "reconstruction": "reconstruction (MSE)",
+    "perceptual": "perceptual (VGG-19)",
+    "adversarial": "adversarial",
+    "anchor": "anchor",
+    "discriminator": "critic",
+    "kl": "mask KL",
+}
 
 
 def _write_atomically(path: Path, data: bytes) -> Path:
@@ -168,31 +179,56 @@ def write_metrics(metrics: Mapping[str, Mapping[str, float]], out_stem: Union[st
     return csv_path, json_path
 
 
-def loss_curve_figure(history: list[Mapping[str, float]], out_png: Union[str, Path], title: str = "") -> Path:
-    """Each positive loss term of a training or adaptation run against its step, on a log scale, as a PNG.
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the drawable (positive, finite) values in each full window; NaN where a window holds none."""
+    drawable = np.isfinite(values) & (values > 0)
+    kernel = np.ones(window)
+    sums = np.convolve(np.where(drawable, values, 0.0), kernel, mode="valid")
+    counts = np.convolve(drawable.astype(np.float64), kernel, mode="valid")
+    return np.divide(sums, counts, out=np.full_like(sums, np.nan), where=counts > 0)
 
-    A smoothed line (moving average over about 5 % of the run) sits on the raw values, which are noisy per batch.
+
+def loss_curve(history: Sequence[Mapping[str, float]], title: str = "") -> Figure:
+    """The figure of :func:`loss_curve_figure`, returned unsaved so that a caller or a test can inspect it.
+
+    Only the keys of :data:`LOSS_TERM_NAMES` are drawn: the other numbers of a row (the step, the mask's keep rate,
+    a monitored PSNR) are no losses and would distort a loss axis. A term's value that is 0 (the anchor at step 1,
+    before the model has moved) leaves a gap, since a log scale cannot show it, but the term keeps its line.
     """
     if not history:
         raise LDCTDenoiseError("There is no loss history to plot.")
+    terms = [term for term in LOSS_TERM_NAMES if any(term in row for row in history)]
+    if not terms:
+        raise LDCTDenoiseError(f"The history has none of the loss terms {', '.join(LOSS_TERM_NAMES)} to plot.")
     figure = Figure(figsize=(7.0, 3.6), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     axis = figure.add_subplot(1, 1, 1)
-    steps = np.arange(1, len(history) + 1)
+    steps = np.array([float(row.get("step", index + 1)) for index, row in enumerate(history)])
     window = max(1, len(history) // 20)
-    for key in history[0]:
-        values = np.array([float(row.get(key, np.nan)) for row in history])
-        if key == "step" or not np.all(np.isfinite(values)) or not np.all(values > 0):
-            continue
-        line, = axis.plot(steps, values, lw=0.5, alpha=0.35)
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        axis.plot(steps[window - 1:], smooth, lw=1.4, color=line.get_color(), label=key)
+    for term in terms:
+        values = np.array([float(row.get(term, np.nan)) for row in history])
+        colour = f"C{list(LOSS_TERM_NAMES).index(term)}"  # a term keeps its colour whichever others a run has
+        axis.plot(steps, np.where(values > 0, values, np.nan), lw=0.5, alpha=0.35, color=colour)
+        axis.plot(steps[window - 1:], _moving_average(values, window), lw=1.4, color=colour,
+                  label=LOSS_TERM_NAMES[term])
     axis.set_yscale("log")
-    axis.set_xlabel("step")
-    axis.set_ylabel("loss")
+    axis.set_xlabel("adaptation step")
+    axis.set_ylabel("loss (log scale)")
     axis.legend(fontsize=8, ncol=3)
     if title:
         axis.set_title(title, fontsize=10)
+    return figure
+
+
+def loss_curve_figure(history: Sequence[Mapping[str, float]], out_png: Union[str, Path], title: str = "") -> Path:
+    """Each loss term of an adaptation run against its step, on a log scale, as a PNG; returns its path.
+
+    ``history`` holds one row per step, as :func:`adaptation.adapt.adapt` records them and the adaptation job's
+    "step" events report them (``{"step": s, **losses}``). A row carries only the terms the run's method uses
+    (``adaptation.adapt.used_loss_terms``), so noise matching shows no adversarial or critic curve. A smoothed line
+    (moving average over about 5 % of the run) sits on the raw values, which are noisy per batch.
+    """
+    figure = loss_curve(history, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", facecolor="white")
     return _write_atomically(Path(out_png), buffer.getvalue())

@@ -13,8 +13,10 @@ from LDCTDenoiseLib.adaptation import (ADAPTATION_METHODS, DEFAULT_METHOD, MASK_
 from LDCTDenoiseLib.adaptation.frequency_mask import gaussian_kl
 from LDCTDenoiseLib.adaptation.perceptual import PerceptualLoss, vgg19_features
 from LDCTDenoiseLib.adaptation import source as source_module
+from LDCTDenoiseLib.adaptation.adapt import used_loss_terms
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError, WeightsError
+from LDCTDenoiseLib.figure import LOSS_TERM_NAMES, loss_curve
 from LDCTDenoiseLib.model_registry import REQUIRED_CARD_KEYS, load_weights, save_model
 
 
@@ -184,12 +186,55 @@ def test_adapt_is_deterministic_on_the_cpu(tiny_case):
     assert other.history != first.history
 
 
-def test_without_the_adversarial_term_the_critic_is_skipped_but_the_masks_are_still_drawn(tiny_case):
+def test_without_the_adversarial_term_the_critic_is_skipped_and_unreported_but_the_masks_are_still_drawn(
+        tiny_case, monkeypatch):
     targets, pairs = tiny_case
+    draws = []
+    real_forward = FrequencyMask.forward
+
+    def counting_forward(self, *args, **kwargs):
+        draws.append(1)
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(FrequencyMask, "forward", counting_forward)
     result = quiet_adapt(CPCE2D(), targets, tiny_config(adversarial_weight=0.0), pairs)
-    assert all(row["adversarial"] == 0.0 and row["discriminator"] == 0.0 for row in result.history)
-    assert all(row["mask_keep"] > 0.0 and row["reconstruction"] > 0.0 for row in result.history)
+    assert len(draws) == 5  # one per step, so runs with and without the critic share the random stream
+    assert all(list(row) == ["step", "loss", "reconstruction", "anchor"] for row in result.history)
+    assert all(row["reconstruction"] > 0.0 for row in result.history)
     assert "fine-tuning on the source pairs alone" in result.card["training"]["method"]
+
+
+def test_used_loss_terms_follow_the_weights_and_each_has_a_legend_name():
+    everything = AdaptationConfig(perceptual_weights="vgg19.pth")
+    assert used_loss_terms(everything) == tuple(LOSS_TERM_NAMES)  # a new term must get a name in the loss curve
+    assert used_loss_terms(AdaptationConfig(**method_settings("noise-matching"))) == ("loss", "reconstruction",
+                                                                                      "anchor")
+    assert used_loss_terms(AdaptationConfig(**method_settings("alignment"))) == (
+        "loss", "reconstruction", "adversarial", "anchor", "discriminator", "kl")
+    assert used_loss_terms(AdaptationConfig(lambda_per=0.0, perceptual_weights="vgg19.pth"))[:3] == (
+        "loss", "reconstruction", "adversarial")
+    assert "kl" not in used_loss_terms(AdaptationConfig(mask="fixed"))
+    assert used_loss_terms(AdaptationConfig(lambda_rec=0.0, anchor_weight=0.0, adversarial_weight=0.0)) == ("loss",)
+
+
+@pytest.mark.parametrize("method", list(ADAPTATION_METHODS))
+def test_each_method_reports_and_plots_exactly_the_terms_it_uses(method):
+    rng = np.random.default_rng(5)  # scans large enough to hold the flat tissue that noise matching measures
+    normal = body_volume(rng, size=96, noise=0.0)
+    pairs = SourcePairs(normal + 25.0 * rng.standard_normal(normal.shape).astype(np.float32), normal)
+    targets = [body_volume(rng, size=96, noise=60.0)]
+    config = tiny_config(steps=3, **method_settings(method))
+    result = quiet_adapt(CPCE2D(), targets, config, pairs)
+    terms = used_loss_terms(config)
+    diagnostics = ["mask_keep"] if config.adversarial_weight > 0 else []
+    assert all(list(row) == ["step", *terms, *diagnostics] for row in result.history)
+    figure = loss_curve(result.history)
+    axis, = figure.axes
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert legend == [LOSS_TERM_NAMES[term] for term in terms]
+    assert axis.get_xlabel() == "adaptation step" and axis.get_ylabel() == "loss (log scale)"
+    if method == "noise-matching":
+        assert legend == ["total", "reconstruction (MSE)", "anchor"]  # no adversarial, critic or mask KL curve
 
 
 def test_monitor_sees_the_model_in_eval_mode_every_n_steps_and_its_numbers_join_the_history(tiny_case):

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 from dicom_factory import phantom_hu
+from LDCTDenoiseLib.adaptation import job as job_module
+from LDCTDenoiseLib.adaptation.adapt import AdaptationConfig, method_settings, used_loss_terms
 from LDCTDenoiseLib.adaptation.job import CANCEL_FILE, EventReader, prepare_job, request_cancel
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.errors import LDCTDenoiseError
+from LDCTDenoiseLib.figure import loss_curve
 from LDCTDenoiseLib.model_registry import ModelRegistry, save_model
 
 
@@ -76,7 +79,7 @@ def test_job_reports_every_step_and_saves_the_profile(profile, tmp_path, monkeyp
     assert result.returncode == 0, result.stderr
     events = events_of(result.stdout)
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]
-    assert {"adversarial", "reconstruction", "anchor", "discriminator"} <= set(events[0]["losses"])
+    assert list(events[0]["losses"]) == [*used_loss_terms(AdaptationConfig()), "mask_keep"]  # the alignment's
     done = events[-1]
     assert done["event"] == "done" and done["name"] == "scanner-b"
     card = json.loads(open(done["card"]).read())
@@ -84,6 +87,21 @@ def test_job_reports_every_step_and_saves_the_profile(profile, tmp_path, monkeyp
     assert os.path.isfile(done["curve"])
     assert "scanner-b" in ModelRegistry().names()
     np.testing.assert_array_equal(target, before)
+
+
+@pytest.mark.slow
+def test_a_noise_matching_job_reports_only_its_terms_and_the_panels_curve_draws_no_adversarial_one(
+        profile, tmp_path, monkeypatch, source_bank_cache):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
+    settings = dict(method_settings("noise-matching"), steps=2, patch_size=32, batch_size=4, device="cpu")
+    job = prepare_job(tmp_path / "job", [phantom_hu(3, 128)], "matched", "tiny", settings)
+    events = []
+    assert job_module.run_job(job, events.append) == 0, events[-1]
+    steps = [event for event in events if event["event"] == "step"]
+    assert [list(event["losses"]) for event in steps] == [["loss", "reconstruction", "anchor"]] * 2
+    history = [{"step": event["step"], **event["losses"]} for event in steps]  # as the Slicer panel collects them
+    axis, = loss_curve(history).axes
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["total", "reconstruction (MSE)", "anchor"]
 
 
 def test_cancelled_job_stops_and_saves_nothing(profile, tmp_path, monkeypatch, source_bank_cache):

@@ -1,4 +1,4 @@
-"""Comparison figure and metrics tables: real PNG/CSV/JSON files read back."""
+"""Comparison figure, metrics tables and loss curve: real PNG/CSV/JSON files read back, figures inspected."""
 
 import csv
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from LDCTDenoiseLib.errors import LDCTDenoiseError
-from LDCTDenoiseLib.figure import comparison_figure, write_metrics
+from LDCTDenoiseLib.figure import LOSS_TERM_NAMES, comparison_figure, loss_curve, loss_curve_figure, write_metrics
 from LDCTDenoiseLib.metrics import Roi, per_slice_metrics
 
 
@@ -91,3 +91,61 @@ def test_metrics_round_trip_through_csv_and_json(tmp_path) -> None:
     assert document["CPCE"] == metrics["CPCE"]
     assert document["Normal dose"] == {"psnr_display": None}  # strict JSON has no inf
     assert sorted(p.name for p in csv_path.parent.iterdir()) == [csv_path.name, json_path.name]
+
+
+def adaptation_rows(terms: tuple[str, ...], steps: int = 40) -> list[dict]:
+    """Step rows as the adaptation job reports them: the used terms, falling, the anchor 0 at step 1 (the model has
+    not moved yet), plus numbers that are no losses."""
+    rows = []
+    for step in range(1, steps + 1):
+        row = {"step": step, **{term: (index + 1) * 1e-3 / step for index, term in enumerate(terms)}}
+        if "anchor" in row:
+            row["anchor"] = 0.0 if step == 1 else 1e-5 * step
+        row["mask_keep"] = 0.6
+        if step % 10 == 0:
+            row["target_psnr"] = 30.0
+        rows.append(row)
+    return rows
+
+
+def legend_texts(figure) -> list[str]:
+    axis, = figure.axes
+    return [text.get_text() for text in axis.get_legend().get_texts()]
+
+
+def named_lines(figure) -> dict:
+    """The smoothed line of each term by its legend name (the raw lines beneath carry no label)."""
+    axis, = figure.axes
+    return {line.get_label(): line for line in axis.get_lines() if not line.get_label().startswith("_")}
+
+
+def test_loss_curve_draws_every_reported_term_by_name_and_nothing_else() -> None:
+    noise_matching = loss_curve(adaptation_rows(("loss", "reconstruction", "anchor")))
+    assert legend_texts(noise_matching) == ["total", "reconstruction (MSE)", "anchor"]
+    axis, = noise_matching.axes
+    assert axis.get_xlabel() == "adaptation step" and axis.get_ylabel() == "loss (log scale)"
+    assert axis.get_yscale() == "log"
+    assert all(np.isfinite(line.get_ydata()).any() for line in named_lines(noise_matching).values())
+    anchor = named_lines(noise_matching)["anchor"]
+    raw_anchor, = (line for line in axis.get_lines() if line.get_color() == anchor.get_color() and line is not anchor)
+    assert np.isnan(raw_anchor.get_ydata()[0]) and np.isfinite(raw_anchor.get_ydata()[1:]).all()  # a gap at step 1
+
+    everything = loss_curve(adaptation_rows(tuple(LOSS_TERM_NAMES)), title="all terms")
+    assert legend_texts(everything) == list(LOSS_TERM_NAMES.values())
+    assert everything.axes[0].get_title() == "all terms"
+    assert len(set(LOSS_TERM_NAMES.values())) == len(LOSS_TERM_NAMES)
+    colours = {name: line.get_color() for name, line in named_lines(everything).items()}
+    assert all(colours[name] == line.get_color() for name, line in named_lines(noise_matching).items())
+
+
+def test_loss_curve_figure_writes_a_png_and_refuses_a_history_without_losses(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    png = loss_curve_figure(adaptation_rows(("loss", "reconstruction"), steps=1), tmp_path / "loss.png", "one step")
+    assert png == tmp_path / "loss.png" and matplotlib.image.imread(png).shape[1] > 500
+    assert plt.get_fignums() == [] and [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+    with pytest.raises(LDCTDenoiseError, match="no loss history"):
+        loss_curve_figure([], tmp_path / "empty.png")
+    with pytest.raises(LDCTDenoiseError, match="none of the loss terms"):
+        loss_curve_figure([{"step": 1, "mask_keep": 0.5}], tmp_path / "none.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]

@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from LDCTDenoiseLib.comparison import METRIC_LABELS, comparison_metrics, metric_label
 from LDCTDenoiseLib.errors import LDCTDenoiseError
 from LDCTDenoiseLib.metrics import (
     DISPLAY_WINDOW,
@@ -217,3 +218,31 @@ def test_nps_roi_bins_and_errors() -> None:
         noise_power_spectrum(noise, 0.0)
     with pytest.raises(LDCTDenoiseError, match="does not fit"):
         noise_power_spectrum(noise, PIXEL_MM, roi=Roi(x=60, y=0, width=48, height=48))
+
+
+def test_every_comparison_metric_has_a_unique_label_with_its_unit(pair) -> None:
+    """A number comparison_metrics learns to produce must get a label here, or the Compare table shows a raw key."""
+    image, reference = pair
+    volume, truth = np.stack([image, image[::-1]]), np.stack([reference, reference[::-1]])
+    outputs = {"input": volume, "smoothed": ndimage.gaussian_filter(volume, (0, 1, 1))}
+    roi, background = Roi(x=24, y=36, width=16, height=12), Roi(x=36, y=40, width=12, height=12)
+    produced = set()
+    for known in (truth, None):
+        for regions in ({}, {"roi": roi}, {"roi": roi, "background_roi": background}):
+            for row in comparison_metrics(outputs, known, pixel_mm=0.7, slice_index=1, **regions).values():
+                produced |= set(row)
+    assert produced <= set(METRIC_LABELS), f"unlabelled: {sorted(produced - set(METRIC_LABELS))}"
+    assert set(METRIC_LABELS) - produced == {"seconds"}  # run_methods' timing, which the command line adds
+    assert len(set(METRIC_LABELS.values())) == len(METRIC_LABELS)
+    units = {"psnr": "(dB)", "rmse": "(HU)", "_hu": "(HU)", "cycles_per_mm": "(cycles/mm)", "seconds": "(s)"}
+    for key, label in METRIC_LABELS.items():
+        unit = next((unit for part, unit in units.items() if part in key), None)
+        assert label.endswith(unit) if unit else "(" not in label, (key, label)
+        assert ("W/L 400/40" in label) == ("display" in key) and ("full range" in label) == ("full" in key)
+        assert ("SD over slices" in label) == key.endswith("_sd")
+
+
+def test_metric_label_falls_back_to_the_key_with_spaces() -> None:
+    assert metric_label("roi_sd_hu") == "Noise SD (HU)" and metric_label("cnr") == "CNR"
+    assert metric_label("nps_peak_cycles_per_mm") == "NPS peak (cycles/mm)"
+    assert metric_label("target_psnr") == "target psnr"

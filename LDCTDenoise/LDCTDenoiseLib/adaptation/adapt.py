@@ -171,6 +171,23 @@ def describe_method(config: AdaptationConfig) -> str:
     return " + ".join(parts) or "fine-tuning on the source pairs alone (no alignment, no noise matching)"
 
 
+def used_loss_terms(config: AdaptationConfig) -> tuple[str, ...]:
+    """The loss terms a run with these settings optimises, the total ("loss") first: what each step reports.
+
+    A term whose weight is 0 is zero or never reaches the model (noise matching's adversarial and critic terms, the
+    mask KL without the critic, the perceptual loss without VGG-19 weights): a curve of it would suggest that it
+    shaped the model.
+    """
+    critic = config.adversarial_weight > 0
+    weights = {"reconstruction": config.lambda_rec,
+               "perceptual": config.lambda_per if config.perceptual_weights else 0.0,
+               "adversarial": config.adversarial_weight,
+               "anchor": config.anchor_weight,
+               "discriminator": config.adversarial_weight,
+               "kl": config.kl_weight if critic and config.mask == "adaptive" else 0.0}
+    return ("loss", *(term for term, weight in weights.items() if weight > 0))
+
+
 @dataclass
 class AdaptationResult:
     """The adapted copy of the model (CPU, eval mode), its card for ``save_model`` and one loss row per step."""
@@ -223,7 +240,9 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
     (:class:`CancelledError`); ``on_step(row)`` receives each step's losses, for a live loss curve.
     ``monitor(denoiser)`` (eval mode, no gradients) runs every ``monitor_every`` steps and its numbers join that
     step's row, so research runs can follow a labelled metric along the run. Runs on CUDA when present
-    (``config.device``); on the CPU a seed gives one result.
+    (``config.device``); on the CPU a seed gives one result. A row holds the step, the terms of
+    :func:`used_loss_terms`, the mask's mean keep rate ``mask_keep`` when the critic sees masked images, and the
+    monitor's numbers.
     """
     config = config or AdaptationConfig()
     targets = checked_target_volumes(target_volumes, config.patch_size)
@@ -276,6 +295,9 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         return image
 
     lambda_per = config.lambda_per if perceptual is not None else 0.0
+    reported = used_loss_terms(config)
+    if critic and config.mask != "none":
+        reported += ("mask_keep",)  # the share of the spectrum the critic sees; no loss, so no loss curve draws it
 
     history: list[dict] = []
     tic = time.perf_counter()
@@ -335,7 +357,7 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         losses = {"loss": total, "adversarial": adversarial, "reconstruction": reconstruction,
                   "perceptual": perceptual_loss, "anchor": anchor_loss, "discriminator": critic_loss, "kl": kl,
                   "mask_keep": pair_mask.mean()}
-        history.append({"step": step, **{key: value.item() for key, value in losses.items()}})
+        history.append({"step": step, **{key: losses[key].item() for key in reported}})
         if monitor is not None and monitor_every > 0 and step % monitor_every == 0:
             denoiser.eval()
             with torch.no_grad():

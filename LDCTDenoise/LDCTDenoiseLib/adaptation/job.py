@@ -7,7 +7,9 @@ and one ``target-N.npy`` per loaded target volume (float32 HU, (z, y, x)). The j
 stdout (read them back with :class:`EventReader`):
 
 - ``{"event": "source", "done": d, "total": t}`` while the source pairs are simulated (first run only; then cached);
-- ``{"event": "step", "step": s, "steps": n, "losses": {...}}`` after every adaptation step;
+- ``{"event": "step", "step": s, "steps": n, "losses": {...}}`` after every adaptation step, ``losses`` holding only
+  the terms the chosen method uses (``adapt.used_loss_terms``), so ``{"step": s, **losses}`` rows plot as they are
+  with :func:`figure.loss_curve_figure`;
 - ``{"event": "done", "name": ..., "card": ..., "curve": ..., "wall_time_s": ..., "noise": ...}``, exit status 0
   (``noise``: the measured noise in words, empty without noise matching);
 - ``{"event": "error", "message": ...}``, exit status 2 (bad input or settings) or 1 (anything else);
