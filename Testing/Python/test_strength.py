@@ -66,6 +66,16 @@ def test_apply_strength_in_place_gives_the_same_values_and_refuses_to_overwrite_
         apply_strength(noisy, denoised[:2], 0.4)
 
 
+
+def assert_is_the_blend(out: np.ndarray, original: np.ndarray, full: np.ndarray, strength: float) -> None:
+    """Exactly the full output at 1, exactly the input at 0, the blend in between."""
+    if strength == 1.0:
+        np.testing.assert_array_equal(out, full)
+    elif strength == 0.0:
+        np.testing.assert_array_equal(out, original)
+    else:
+        np.testing.assert_array_equal(out, blend(original, full, strength))
+
 @pytest.mark.parametrize("strength, message", [
     (-0.05, "fraction from 0 .* to 1 .* got -0.05"),
     (1.5, "got 1.5"),
@@ -93,12 +103,8 @@ def test_a_real_cpce_at_each_strength_is_the_blend_of_its_input_and_full_output(
     assert calls[-1] == noisy.shape[0]
     np.testing.assert_array_equal(noisy, before)
     assert out.dtype == np.float32 and out.shape == noisy.shape
-    if strength == 1.0:
-        np.testing.assert_array_equal(out, full)
-    elif strength == 0.0:
-        np.testing.assert_array_equal(out, noisy)
-    else:
-        np.testing.assert_array_equal(out, blend(noisy, full, strength))
+    assert_is_the_blend(out, noisy, full, strength)
+    if 0.0 < strength < 1.0:
         assert np.abs(out - noisy).max() > 1.0 and np.abs(out - full).max() > 1.0  # really between the two
     np.testing.assert_array_equal(out[:, :3], noisy[:, :3])  # outside the field of view: untouched at every strength
 
@@ -118,12 +124,7 @@ def test_a_baseline_at_each_strength_is_the_blend_of_its_input_and_filtered_outp
     method = make_method("gaussian", strength=strength)
     assert isinstance(method, BaselineMethod) and method.strength == strength and method.name == "gaussian"
     out = method(noisy)
-    if strength == 1.0:
-        np.testing.assert_array_equal(out, filtered)
-    elif strength == 0.0:
-        np.testing.assert_array_equal(out, noisy)
-    else:
-        np.testing.assert_array_equal(out, blend(noisy, filtered, strength))
+    assert_is_the_blend(out, noisy, filtered, strength)
 
 
 def test_every_method_describes_itself_and_a_partial_strength(registry):
