@@ -454,6 +454,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for row, cells in enumerate(rows):
             for column, text in enumerate(cells):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
+        table.resizeColumnsToContents()  # the headers are words with units; the table scrolls sideways
         self._checkCanApply()
 
     def metricsText(self) -> str:
