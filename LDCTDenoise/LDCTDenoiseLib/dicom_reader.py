@@ -4,7 +4,10 @@ Headers are read once without pixels to group files by series and sort slices al
 chosen series' pixels are decoded afterwards, all at once (:func:`read_series`) or a few slices at a time
 (:func:`open_series`, so that a long series streams through in memory bounded by the batch). Every problem that
 would make the HU values or the slice order wrong raises :class:`DicomInputError` naming the file; problems a
-per-slice denoiser tolerates (gantry tilt, uneven spacing) become warnings. Reading never writes to the input files.
+per-slice denoiser tolerates (gantry tilt, uneven spacing, lossy compression) become warnings. What real archives hold
+beside a series is handled as a PACS viewer does: DICOMDIR and other non-image objects are ignored, a repeated copy
+of an instance is read once, localizer (scout) images are left out, and files without the DICOM file meta (old
+exports) are read when they are clearly CT images. Reading never writes to the input files.
 """
 
 from __future__ import annotations
@@ -23,6 +26,21 @@ from .errors import DicomInputError, SeriesSelectionError
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 
 MEDIA_STORAGE_DIRECTORY_UID = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+DEFLATED_SYNTAX_UID = "1.2.840.10008.1.2.1.99"
+# Transfer syntaxes that may have lost information: JPEG baseline/extended, JPEG-LS near-lossless, JPEG 2000 (not
+# "lossless only"), HTJ2K, JPEG XL, MPEG/HEVC video.
+LOSSY_SYNTAX_UIDS = frozenset(
+    ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
+     "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112"]
+    + [f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)]
+)
+# The package whose pylibjpeg plugin decodes each compressed syntax (JPEG baseline/extended/lossless and JPEG-LS;
+# JPEG 2000 and HTJ2K), named when no decoder is installed.
+DECODER_PACKAGES = {
+    **dict.fromkeys([f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81)], "pylibjpeg-libjpeg"),
+    **dict.fromkeys([f"1.2.840.10008.1.2.4.{n}" for n in (90, 91, 201, 202, 203)], "pylibjpeg-openjpeg"),
+}
+ORTHOGONAL_COSINE = np.cos(np.radians(45.0))  # planes further apart than this are another view (a localizer)
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines written with few digits still count as equal
 POSITION_TOLERANCE_MM = 1e-3  # two slices closer than this along the normal are the same slice
 TILT_TOLERANCE_DEG = 0.1
@@ -117,7 +135,7 @@ class SeriesLayout:
 
 def list_series(paths: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
     """List the series in the given files and folders (folders are searched recursively)."""
-    return [info for info, _ in _scan(paths, None)]
+    return [info for info, _, _ in _scan(paths, None)]
 
 
 def read_series(
@@ -141,21 +159,22 @@ def open_series(
     found = _scan(paths, cancel)
     if series_uid is None:
         if len(found) > 1:
-            infos = [info for info, _ in found]
+            infos = [info for info, _, _ in found]
             raise SeriesSelectionError(
                 f"{len(found)} series found; choose one by its SeriesInstanceUID:\n" + _describe(infos), infos
             )
-        info, headers = found[0]
+        info, headers, scan_warnings = found[0]
     else:
         matches = [item for item in found if item[0].series_uid == series_uid]
         if not matches:
             raise DicomInputError(
-                f"series {series_uid!r} is not in the input; available:\n" + _describe([i for i, _ in found])
+                f"series {series_uid!r} is not in the input; available:\n" + _describe([i for i, _, _ in found])
             )
-        info, headers = matches[0]
+        info, headers, scan_warnings = matches[0]
 
-    slices = _sorted_slices(headers)
-    warnings, tilt, uneven, spacing_z, positions = _check_geometry(slices)
+    slices, localizer_warnings = _sorted_slices(headers)
+    geometry_warnings, tilt, uneven, spacing_z, positions = _check_geometry(slices)
+    warnings = [*scan_warnings, *localizer_warnings, *_compression_warnings(slices), *geometry_warnings]
 
     first = slices[0]
     row_dir, col_dir = first.orientation[:3], first.orientation[3:]
@@ -202,45 +221,135 @@ def _input_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _read_header(path: Path) -> pydicom.Dataset | None:
-    """The header without pixels, or None for a file that is clearly not DICOM (no 'DICM' prefix).
+def _read_header(path: Path) -> tuple[pydicom.Dataset, bool] | None:
+    """The header without pixels and whether the file lacks the file meta, or None for a file that is not DICOM.
 
     pydicom stops quietly at the end of a truncated file, so an image whose header runs to the end of the file (no
-    PixelData after it) is reported here, before any pixels are read.
+    PixelData after it) is reported here, before any pixels are read. A deflated file is inflated in memory, so for
+    it the presence of PixelData is checked directly.
     """
     try:
         with open(path, "rb") as stream:
-            header = pydicom.dcmread(stream, stop_before_pixels=True, force=False)
+            try:
+                header = pydicom.dcmread(stream, stop_before_pixels=True, force=False)
+            except InvalidDicomError:
+                header = _read_raw_header(stream)
+                if header is None:
+                    return None
+            raw = "TransferSyntaxUID" not in header.file_meta
             reached_end = stream.tell() >= os.fstat(stream.fileno()).st_size
-    except InvalidDicomError:
-        return None
+            if str(header.file_meta.get("TransferSyntaxUID", "")) == DEFLATED_SYNTAX_UID:
+                header = pydicom.dcmread(path, force=True)  # known to be DICOM; it may lack the preamble
+                reached_end = "PixelData" not in header
+                if not reached_end:
+                    del header.PixelData
     except Exception as exc:  # a DICOM file that pydicom cannot parse: truncated or corrupt
         raise DicomInputError(f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
     if "TransferSyntaxUID" not in header.file_meta:
-        raise DicomInputError(f"{path}: unreadable or truncated DICOM file (incomplete file meta information)")
-    if reached_end and ("Rows" in header or "Image Storage" in pydicom.uid.UID(_sop_class(header)).name):
+        if "SOPClassUID" not in header and "Modality" not in header:
+            raise DicomInputError(f"{path}: unreadable or truncated DICOM file (incomplete file meta information)")
+        _set_transfer_syntax(header, path)
+    if reached_end and _is_image(header):
         raise DicomInputError(f"{path}: no PixelData: the image file is truncated or holds no pixels")
+    return header, raw
+
+
+def _read_raw_header(stream: Any) -> pydicom.Dataset | None:
+    """The header of a file written without the 128-byte preamble (old exports), or None when it is not DICOM.
+
+    Only a file that starts with a group 0002 or 0008 element and holds a SOP class or a modality counts as DICOM.
+    """
+    stream.seek(0)
+    if stream.read(2) not in (b"\x02\x00", b"\x08\x00"):
+        return None
+    stream.seek(0)
+    try:
+        header = pydicom.dcmread(stream, stop_before_pixels=True, force=True)
+    except Exception:
+        return None
+    if "SOPClassUID" not in header and "Modality" not in header:
+        return None
     return header
+
+
+def _set_transfer_syntax(dataset: pydicom.Dataset, path: Path) -> None:
+    """Record the encoding pydicom found in a file without file meta (implicit or explicit VR, little endian) as the
+    transfer syntax the file meta would have given, which pixel decoding and writing need."""
+    if "TransferSyntaxUID" in dataset.file_meta:
+        return
+    encoding = getattr(dataset, "original_encoding", None)  # pydicom 3
+    implicit, little = encoding if encoding else (dataset.is_implicit_VR, dataset.is_little_endian)
+    if not little:
+        raise DicomInputError(
+            f"{path}: big endian DICOM file without file meta information; convert it (e.g. with dcmconv) first"
+        )
+    dataset.file_meta.TransferSyntaxUID = (
+        pydicom.uid.ImplicitVRLittleEndian if implicit else pydicom.uid.ExplicitVRLittleEndian
+    )
+
+
+def _is_image(header: pydicom.Dataset) -> bool:
+    """An image object, as opposed to a DICOMDIR, structured report, presentation state or other non-image object."""
+    return "Rows" in header or "Image Storage" in pydicom.uid.UID(_sop_class(header)).name
 
 
 def _scan(
     paths: str | Path | Sequence[str | Path], cancel: CancelCheck | None
-) -> list[tuple[SeriesInfo, list[tuple[Path, pydicom.Dataset]]]]:
-    """Group the DICOM headers under ``paths`` by SeriesInstanceUID."""
+) -> list[tuple[SeriesInfo, list[tuple[Path, pydicom.Dataset]], list[str]]]:
+    """Group the DICOM image headers under ``paths`` by SeriesInstanceUID, with the warnings about each group.
+
+    Non-image objects are skipped; a file repeating an instance already found (a copied export) is read once.
+    """
     files = _input_files(paths)
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    raw_files: dict[str, list[tuple[Path, str]]] = {}
+    repeats: dict[str, list[tuple[Path, Path]]] = {}
+    seen: dict[str, tuple[Path, pydicom.Dataset]] = {}
+    non_images = 0
     for path in files:
         check_cancel(cancel)
-        header = _read_header(path)
-        if header is None or _sop_class(header) == MEDIA_STORAGE_DIRECTORY_UID:
+        read = _read_header(path)
+        if read is None:
             continue
-        groups.setdefault(str(header.get("SeriesInstanceUID", "") or ""), []).append((path, header))
+        header, raw = read
+        if _sop_class(header) == MEDIA_STORAGE_DIRECTORY_UID or not _is_image(header):
+            non_images += 1
+            continue
+        uid = str(header.get("SeriesInstanceUID", "") or "")
+        instance = str(header.get("SOPInstanceUID", "") or "")
+        if instance and instance in seen:
+            first_path, first = seen[instance]
+            _check_same_instance(first_path, first, path, header)
+            repeats.setdefault(uid, []).append((path, first_path))
+            continue
+        if instance:
+            seen[instance] = (path, header)
+        groups.setdefault(uid, []).append((path, header))
+        if raw:
+            raw_files.setdefault(uid, []).append((path, pydicom.uid.UID(header.file_meta.TransferSyntaxUID).name))
     if not groups:
         where = ", ".join(str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths))
-        raise DicomInputError(f"no DICOM files found in {where} (files without the 'DICM' prefix are not read)")
+        if non_images:
+            raise DicomInputError(
+                f"no DICOM images found in {where}: only {non_images} non-image DICOM object(s) (DICOMDIR, reports, "
+                f"presentation states, ...)"
+            )
+        raise DicomInputError(f"no DICOM files found in {where}")
     found = []
     for uid, members in groups.items():
         header = members[0][1]
+        warnings = []
+        if uid in repeats:
+            copy, first_path = repeats[uid][0]
+            warnings.append(
+                f"{len(repeats[uid])} file(s) repeat an instance already found (same SOPInstanceUID), each read once: "
+                f"{copy} repeats {first_path}"
+            )
+        if uid in raw_files:
+            raw_path, syntax = raw_files[uid][0]
+            warnings.append(
+                f"{len(raw_files[uid])} file(s) without DICOM file meta, read as {syntax}: {raw_path}"
+            )
         found.append(
             (
                 SeriesInfo(
@@ -251,9 +360,20 @@ def _scan(
                     files=tuple(p for p, _ in members),
                 ),
                 members,
+                warnings,
             )
         )
     return sorted(found, key=lambda item: str(item[0].files[0]))
+
+
+def _check_same_instance(first_path: Path, first: pydicom.Dataset, path: Path, header: pydicom.Dataset) -> None:
+    """Two files with one SOPInstanceUID must be copies of one image, not two images sharing a UID by mistake."""
+    for keyword in ("SeriesInstanceUID", "ImagePositionPatient", "Rows", "Columns", "NumberOfFrames"):
+        if str(first.get(keyword, "")) != str(header.get(keyword, "")):
+            raise DicomInputError(
+                f"{path} and {first_path} have the same SOPInstanceUID but different {keyword}: two images share "
+                f"one UID, so which one belongs to the series is unknown"
+            )
 
 
 def _sop_class(header: pydicom.Dataset) -> str:
@@ -340,15 +460,41 @@ def _validate_header(path: Path, header: pydicom.Dataset) -> None:
         raise DicomInputError(f"{path}: multi-frame object without functional groups; slice positions unknown")
 
 
-def _sorted_slices(headers: list[tuple[Path, pydicom.Dataset]]) -> list[_Slice]:
-    """All slices of the series, sorted by position along the slice normal, with consistent size and orientation."""
+def _is_localizer(header: pydicom.Dataset) -> bool:
+    value = header.get("ImageType") or []
+    values = [value] if isinstance(value, str) else list(value)
+    return any(str(v).strip().upper() == "LOCALIZER" for v in values)
+
+
+def _sorted_slices(headers: list[tuple[Path, pydicom.Dataset]]) -> tuple[list[_Slice], list[str]]:
+    """The slices of the series sorted along the slice normal, with consistent size and orientation, and warnings.
+
+    Localizer (scout) images are left out: those marked LOCALIZER in ImageType, and a minority of images whose plane
+    is perpendicular to the others' (a scout exported without the mark); a series of localizers only is refused.
+    """
+    scouts = [path for path, header in headers if _is_localizer(header)]
+    if len(scouts) == len(headers):
+        raise DicomInputError(
+            f"{headers[0][0]}: the series holds only localizer (scout) images (ImageType "
+            f"{_image_type(headers[0][1])}); choose the axial series taken with them"
+        )
     slices: list[_Slice] = []
     for path, header in headers:
+        if _is_localizer(header):
+            continue
         _validate_header(path, header)
         if _is_enhanced(header):
             slices.extend(_make_slice(path, header, frame) for frame in range(_n_frames(header)))
         else:
             slices.append(_make_slice(path, header, None))
+    slices, perpendicular = _without_perpendicular_views(slices)
+    scouts.extend(s.path for s in perpendicular)
+    warnings = []
+    if scouts:
+        warnings.append(
+            f"{len(scouts)} localizer (scout) image(s) left out of the series: {', '.join(str(p) for p in scouts[:3])}"
+            + (", ..." if len(scouts) > 3 else "")
+        )
 
     first = slices[0]
     size = (int(first.header.Rows), int(first.header.Columns))
@@ -372,7 +518,39 @@ def _sorted_slices(headers: list[tuple[Path, pydicom.Dataset]]) -> list[_Slice]:
 
     normal = np.cross(first.orientation[:3], first.orientation[3:])
     slices.sort(key=lambda s: float(np.dot(s.position, normal)))
-    return slices
+    return slices, warnings
+
+
+def _image_type(header: pydicom.Dataset) -> str:
+    value = header.get("ImageType") or []
+    return "\\".join([value] if isinstance(value, str) else [str(v) for v in value])
+
+
+def _without_perpendicular_views(slices: list[_Slice]) -> tuple[list[_Slice], list[_Slice]]:
+    """Split off the images whose plane is perpendicular to that of most images (unmarked localizers)."""
+    normals = np.array([np.cross(s.orientation[:3], s.orientation[3:]) for s in slices])
+    planes, members = np.unique(np.round(normals, 3), axis=0, return_counts=True)  # few distinct planes
+    parallel = np.abs(planes @ planes.T) >= ORTHOGONAL_COSINE
+    main = planes[int(np.argmax(parallel.astype(int) @ members))]
+    in_plane = np.abs(normals @ main) >= ORTHOGONAL_COSINE
+    if 2 * int(in_plane.sum()) <= len(slices):  # no clear majority: a mixed series, reported as such by the caller
+        return slices, []
+    return [s for s, keep in zip(slices, in_plane) if keep], [s for s, keep in zip(slices, in_plane) if not keep]
+
+
+def _compression_warnings(slices: list[_Slice]) -> list[str]:
+    """Say when the pixels went through lossy compression: the noise the denoiser sees is then partly artefact."""
+    lossy: dict[str, Path] = {}
+    for s in slices:
+        syntax = str(s.header.file_meta.get("TransferSyntaxUID", "")) if hasattr(s.header, "file_meta") else ""
+        if syntax in LOSSY_SYNTAX_UIDS:
+            lossy.setdefault(f"stored in the lossy transfer syntax {pydicom.uid.UID(syntax).name}", s.path)
+        elif str(s.header.get("LossyImageCompression", "") or "").strip() == "01":
+            lossy.setdefault("marked as lossy compressed before (LossyImageCompression 01)", s.path)
+    return [
+        f"{how}, e.g. {path}: compression artefacts are in the input and the denoised output"
+        for how, path in lossy.items()
+    ]
 
 
 def _check_geometry(slices: list[_Slice]) -> tuple[list[str], float, bool, float, np.ndarray]:
@@ -476,14 +654,22 @@ def _checked_pixels(path: Path, header: pydicom.Dataset, rows: int, cols: int) -
 
 def _decode(path: Path) -> np.ndarray:
     try:
-        dataset = pydicom.dcmread(path)
+        try:
+            dataset = pydicom.dcmread(path)
+        except InvalidDicomError:  # no preamble: the header scan accepted it as a CT image
+            dataset = pydicom.dcmread(path, force=True)
+        _set_transfer_syntax(dataset, path)
+    except DicomInputError:
+        raise
     except Exception as exc:
         raise DicomInputError(f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
     try:
         return dataset.pixel_array
     except Exception as exc:  # truncated pixel data, or a codec that is not installed
-        syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
+        syntax = str(dataset.file_meta.get("TransferSyntaxUID", "unknown transfer syntax"))
+        package = DECODER_PACKAGES.get(syntax)
+        needs = f"; its decoder comes with the package {package}" if package else ""
         raise DicomInputError(
-            f"{path}: cannot decode the pixel data ({getattr(syntax, 'name', syntax)}; truncated or corrupt file, "
-            f"or no decoder installed): {type(exc).__name__}: {exc}"
+            f"{path}: cannot decode the pixel data ({pydicom.uid.UID(syntax).name}; truncated or corrupt file, "
+            f"or no decoder installed{needs}): {type(exc).__name__}: {exc}"
         ) from exc

@@ -2,9 +2,9 @@
 
 The output keeps every source header except what must change for a new, derived series in the same study: new
 series and instance UIDs, DERIVED image type, the derivation description, a new series number and description, a
-soft-tissue window, and the pixels (stored with the source's rescale, uncompressed). Everything is written into a
-hidden sibling folder that is renamed to the output folder only when complete, so a failure or a cancel leaves
-nothing behind.
+soft-tissue window, and the pixels (stored with the source's rescale and photometric interpretation, uncompressed).
+Everything is written into a hidden sibling folder that is renamed to the output folder only when complete, so a
+failure or a cancel leaves nothing behind.
 
 :func:`write_derived_series` writes a volume held in memory; :func:`write_processed_series` reads, processes and
 writes a series a batch of slices at a time, so that a long series never has to fit in memory. Both write through
@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from .dicom_reader import CTVolume, SeriesLayout, slice_attribute
+from .dicom_reader import LOSSY_SYNTAX_UIDS, CTVolume, SeriesLayout, slice_attribute
 from .errors import LDCTDenoiseError
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 
@@ -39,6 +39,14 @@ SERIES_NUMBER_OFFSET = 1000
 MAX_INTEGER_STRING = 2**31 - 1  # IS values must fit a signed 32-bit integer
 MAX_LO, MAX_ST = 64, 1024  # value lengths of SeriesDescription (LO) and DerivationDescription (ST)
 _NOT_FINITE = "the volume to write contains NaN or infinite values; nothing was written"
+# LossyImageCompressionMethod of the lossy transfer syntaxes a source may have been stored in (PS3.3 C.7.6.1.1.5).
+_LOSSY_METHODS = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+}
 # Elements that describe the old encoding or the old pixel values and would be wrong in the output.
 _STALE_KEYWORDS = (
     "SmallestImagePixelValue",
@@ -290,6 +298,7 @@ def _derived_dataset(
             del dataset[element.tag]
 
     meta = copy.deepcopy(getattr(source, "file_meta", None) or FileMetaDataset())
+    _mark_lossy_source(dataset, str(meta.get("TransferSyntaxUID", "") or ""))
     sop_class = str(dataset.get("SOPClassUID", "") or "") or str(meta.get("MediaStorageSOPClassUID", "") or "")
     source_instance = str(dataset.get("SOPInstanceUID", "") or "")
     sop_instance = generate_uid()
@@ -321,7 +330,9 @@ def _derived_dataset(
         pixels = stored[0]
 
     dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
+    # MONOCHROME1 (low values shown bright) changes only the display, not the stored values or HU: keep it.
+    photometric = str(source.get("PhotometricInterpretation", "") or "").strip()
+    dataset.PhotometricInterpretation = "MONOCHROME1" if photometric == "MONOCHROME1" else "MONOCHROME2"
     dataset.PixelData = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
     dataset["PixelData"].VR = "OW" if int(dataset.BitsAllocated) > 8 else "OB"
 
@@ -334,6 +345,15 @@ def _derived_dataset(
             delattr(meta, keyword)
     dataset.file_meta = meta
     return dataset
+
+
+def _mark_lossy_source(dataset: Dataset, source_syntax: str) -> None:
+    """An image once lossy compressed stays marked so (LossyImageCompression 01), although the output is not."""
+    if source_syntax not in LOSSY_SYNTAX_UIDS or str(dataset.get("LossyImageCompression", "") or "") == "01":
+        return
+    dataset.LossyImageCompression = "01"
+    if source_syntax in _LOSSY_METHODS and "LossyImageCompressionMethod" not in dataset:
+        dataset.LossyImageCompressionMethod = _LOSSY_METHODS[source_syntax]
 
 
 def _derived_image_type(value: object, enhanced: bool) -> list[str]:

@@ -1,7 +1,9 @@
 """Small, real DICOM CT files for tests: a classic single-frame series and an Enhanced CT multi-frame object.
 
 The files are written with pydicom (2.4 or 3.x) exactly as a scanner would store them, from a known HU phantom, so
-tests can check the reader's HU and geometry against ground truth and spoil one tag at a time for bad inputs.
+tests can check the reader's HU and geometry against ground truth and spoil one tag at a time for bad inputs. Beside
+them, what real archives hold: compressed transfer syntaxes, DICOMDIR exports, reports and presentation states, and
+files without the file meta.
 """
 
 from __future__ import annotations
@@ -14,11 +16,26 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEGLosslessSV1,
+    JPEGLSNearLossless,
+    generate_uid,
+)
 
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
+GRAYSCALE_PRESENTATION_STATE_STORAGE = "1.2.840.10008.5.1.4.1.1.11.1"
 PYDICOM_3 = int(pydicom.__version__.split(".")[0]) >= 3
+NATIVE_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+# Encoder settings for the lossy syntaxes (pydicom 3 encoders): visibly lossy, still close to the phantom.
+LOSSY_OPTIONS: dict[str, dict[str, Any]] = {JPEG2000: {"j2k_psnr": [60]}, JPEGLSNearLossless: {"jls_error": 2}}
 
 
 def phantom_hu(n_slices: int = 5, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -54,6 +71,7 @@ def _base_dataset(sop_class: str, study_uid: str, series_uid: str, transfer_synt
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
     ds.FrameOfReferenceUID = generate_uid()
     ds.PatientName, ds.PatientID, ds.StudyDate, ds.StudyTime = "Phantom^Test", "PH001", "20240102", "101010"
+    ds.StudyID = "1"
     ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.SeriesDescription = "CT", "Factory", 7, "Synthetic LDCT"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -109,12 +127,108 @@ def write_ct_series(
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "HU"
         ds.WindowCenter, ds.WindowWidth = [40, -600], [400, 1500]
         _set_pixel_module(ds, rows, cols, bits_stored, signed)
-        ds.PixelData = stored_values(hu[k], slope, intercept, signed).tobytes()
-        ds["PixelData"].VR = "OW"
         for keyword, value in (extra or {}).items():
             setattr(ds, keyword, value)
+        set_pixels(ds, stored_values(hu[k], slope, intercept, signed), transfer_syntax)
         paths.append(save(ds, folder / f"IM{n - k:04d}.dcm"))
     return paths
+
+
+def set_pixels(ds: Dataset, stored: np.ndarray, transfer_syntax: str) -> None:
+    """Store ``stored`` in ``ds`` in ``transfer_syntax``: native (deflated when saved), JPEG Lossless SV1 with
+    :func:`jpeg_lossless_sv1`, or any other compressed syntax with pydicom's encoders (RLE in 2.4, more in 3.x)."""
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    if transfer_syntax in NATIVE_SYNTAXES:
+        ds.PixelData = stored.tobytes()
+        ds["PixelData"].VR = "OW"
+    elif transfer_syntax == JPEGLosslessSV1:
+        ds.PixelData = encapsulate([jpeg_lossless_sv1(stored, int(ds.BitsStored))])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+    else:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PixelData = stored.tobytes()
+        ds["PixelData"].VR = "OW"
+        options = dict(LOSSY_OPTIONS.get(transfer_syntax, {}))
+        if PYDICOM_3:
+            options["generate_instance_uid"] = False
+        ds.compress(transfer_syntax, **options)
+
+
+def jpeg_lossless_sv1(image: np.ndarray, precision: int) -> bytes:
+    """A JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14, selection value 1) codestream.
+
+    No Python package encodes the commonest lossless syntax of archives, so the tests make it here (ITU T.81 H.1):
+    each sample is predicted by its left neighbour (the first column by the sample above, the first sample by
+    2^(P-1)), and the differences modulo 2^16 are Huffman coded with one table that gives every category a 5-bit code.
+    """
+    samples = image.astype(np.int64) & ((1 << precision) - 1)
+    rows, cols = samples.shape
+    predicted = np.empty_like(samples)
+    predicted[:, 1:] = samples[:, :-1]
+    predicted[1:, 0] = samples[:-1, 0]
+    predicted[0, 0] = 1 << (precision - 1)
+    differences = (samples - predicted) % 65536
+    differences = np.where(differences >= 32768, differences - 65536, differences)
+    bits = []
+    for difference in differences.ravel().tolist():
+        category = 16 if difference == -32768 else abs(difference).bit_length()
+        bits.append(format(category, "05b"))
+        if 0 < category < 16:
+            extra = difference if difference > 0 else difference + (1 << category) - 1
+            bits.append(format(extra, f"0{category}b"))
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)  # pad the last byte with 1-bits
+    data = int(stream, 2).to_bytes(len(stream) // 8, "big").replace(b"\xff", b"\xff\x00")
+
+    def segment(marker: bytes, payload: bytes) -> bytes:
+        return marker + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    frame_header = bytes([precision]) + rows.to_bytes(2, "big") + cols.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
+    code_lengths = bytes([0, 0, 0, 0, 17] + [0] * 11)  # 17 codes of 5 bits, for the categories 0 to 16
+    huffman_table = bytes([0x00]) + code_lengths + bytes(range(17))
+    scan_header = bytes([1, 1, 0x00, 1, 0, 0])  # one component, table 0, predictor 1, point transform 0
+    return (
+        b"\xff\xd8"
+        + segment(b"\xff\xc3", frame_header)
+        + segment(b"\xff\xc4", huffman_table)
+        + segment(b"\xff\xda", scan_header)
+        + data
+        + b"\xff\xd9"
+    )
+
+
+def write_non_image(path: Path, sop_class: str, modality: str, study_uid: str) -> Path:
+    """A non-image object of the study (a structured report or a presentation state), in its own series."""
+    ds = _base_dataset(sop_class, study_uid, generate_uid(), ExplicitVRLittleEndian)
+    for keyword in ("ImageType", "SamplesPerPixel", "PhotometricInterpretation", "FrameOfReferenceUID"):
+        delattr(ds, keyword)
+    ds.Modality, ds.SeriesDescription, ds.InstanceNumber = modality, f"{modality} object", 1
+    ds.ContentDate, ds.ContentTime = "20240102", "101500"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save(ds, path)
+
+
+def write_dicomdir_export(paths: Sequence[Path], folder: Path) -> list[Path]:
+    """A media export of ``paths``: copies under ``folder`` with a DICOMDIR indexing them, as a PACS writes to a CD."""
+    from pydicom.fileset import FileSet
+
+    file_set = FileSet()
+    for path in paths:
+        file_set.add(path)
+    file_set.write(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def strip_file_meta(path: Path, *, keep_preamble: bool = False, keep_meta: bool = False) -> Path:
+    """Rewrite a file without the 128-byte preamble and 'DICM', or without the file meta group, or both, as old
+    exports store them."""
+    data = path.read_bytes()
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"  # FileMetaInformationGroupLength
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    preamble, meta = data[:132] if keep_preamble else b"", data[132:meta_end] if keep_meta else b""
+    path.write_bytes(preamble + meta + data[meta_end:])
+    return path
 
 
 def write_enhanced_ct(

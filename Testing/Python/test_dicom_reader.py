@@ -1,23 +1,41 @@
 """Reading CT series: HU, slice order and geometry on real files, and a clear error for each bad input."""
 
+import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from dicom_factory import (
+    COMPREHENSIVE_SR_STORAGE,
+    GRAYSCALE_PRESENTATION_STATE_STORAGE,
+    PYDICOM_3,
     phantom_hu,
     save,
     snapshot,
+    strip_file_meta,
     write_ct_series,
+    write_dicomdir_export,
     write_enhanced_ct,
     write_interleaved_enhanced_series,
+    write_non_image,
 )
 from LDCTDenoiseLib import dicom_reader
 from LDCTDenoiseLib.dicom_reader import CTVolume, list_series, open_series, read_series
 from LDCTDenoiseLib.errors import CancelledError, DicomInputError, SeriesSelectionError
 from pydicom.data import get_testdata_file
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
 
 @pytest.fixture
@@ -292,6 +310,237 @@ def test_missing_position(series):
     folder, paths, _ = series
     spoil(paths[2], ImagePositionPatient=None)
     expect_error(folder, rf"{paths[2].name}: ImagePositionPatient missing or invalid")
+
+
+# --- what real archives hold --------------------------------------------------------------------------------------
+
+
+def encoder_missing(transfer_syntax: str) -> str:
+    """Why the test cannot write files in ``transfer_syntax`` here ('' when it can)."""
+    if transfer_syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+                           RLELossless, JPEGLosslessSV1):
+        return ""  # pydicom 2.4 and 3.x, or the factory's own encoder
+    if not PYDICOM_3:
+        return f"pydicom {pydicom.__version__} has no {transfer_syntax.name} encoder"
+    module, package = (
+        ("jpeg_ls", "pyjpegls") if transfer_syntax in (JPEGLSLossless, JPEGLSNearLossless)
+        else ("openjpeg", "pylibjpeg-openjpeg")
+    )
+    return "" if importlib.util.find_spec(module) else f"no {transfer_syntax.name} encoder: install {package}"
+
+
+def read_unchanged(folder: Path, **kwargs) -> CTVolume:
+    """read_series, checking that the input folder and its parent are exactly as before (nothing written)."""
+    before, beside = snapshot(folder), sorted(p.name for p in folder.parent.iterdir())
+    volume = read_series(folder, **kwargs)
+    assert snapshot(folder) == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == beside
+    return volume
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax",
+    [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless, JPEGLosslessSV1,
+     JPEGLSLossless, JPEG2000Lossless],
+    ids=["explicit", "implicit", "deflated", "rle", "jpeg-lossless-sv1", "jpeg-ls", "jpeg2000-lossless"],
+)
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned12", "signed16"])
+def test_lossless_transfer_syntaxes_give_the_exact_hu(tmp_path, transfer_syntax, signed):
+    """The syntaxes of archives and PACS exports decode with the decoders installed by default, to the exact HU."""
+    if encoder_missing(transfer_syntax):
+        pytest.skip(encoder_missing(transfer_syntax))
+    hu = phantom_hu(3, 32, seed=5)
+    paths = write_ct_series(tmp_path / "in", hu, transfer_syntax=transfer_syntax, signed=signed,
+                            bits_stored=16 if signed else 12)
+    assert all(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID == transfer_syntax
+               for p in paths)
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.source_files == paths and volume.warnings == []
+    assert all("PixelData" not in h for h in volume.headers)
+
+
+def test_jpeg_lossless_sv1_pydicom_fixture():
+    """A JPEG Lossless SV1 file written by another encoder than the factory's, when pydicom's test data has it."""
+    path = get_testdata_file("JPEG-LL.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom's JPEG-LL.dcm is not on this machine (it comes with pydicom-data)")
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    pixels = dicom_reader._decode(Path(path))
+    assert pixels.shape == (ds.Rows, ds.Columns) and pixels.std() > 0
+
+
+def test_jpeg_ls_lossless_pydicom_fixture_equals_its_uncompressed_original():
+    """A JPEG-LS file from another encoder (pydicom's MR test image; the decoder does not care about the modality)."""
+    compressed = get_testdata_file("MR_small_jpeg_ls_lossless.dcm", download=False)
+    original = get_testdata_file("MR_small.dcm", download=False)
+    assert pydicom.dcmread(compressed).file_meta.TransferSyntaxUID == JPEGLSLossless
+    np.testing.assert_array_equal(dicom_reader._decode(Path(compressed)), pydicom.dcmread(original).pixel_array)
+
+
+@pytest.mark.parametrize("transfer_syntax", [JPEG2000, JPEGLSNearLossless], ids=["jpeg2000", "jpeg-ls-near-lossless"])
+def test_lossy_transfer_syntax_is_read_with_a_warning(tmp_path, transfer_syntax):
+    if encoder_missing(transfer_syntax):
+        pytest.skip(encoder_missing(transfer_syntax))
+    hu = phantom_hu(3, 32, seed=5)
+    paths = write_ct_series(tmp_path / "in", hu, transfer_syntax=transfer_syntax)
+    volume = read_unchanged(tmp_path / "in")
+    assert np.abs(volume.hu - hu).max() <= 50 and np.abs(volume.hu - hu).mean() < 10
+    assert volume.warnings == [
+        f"stored in the lossy transfer syntax {transfer_syntax.name}, e.g. {paths[0]}: compression artefacts are in "
+        f"the input and the denoised output"
+    ]
+
+
+def test_earlier_lossy_compression_is_a_warning(tmp_path):
+    paths = write_ct_series(tmp_path / "in", extra={"LossyImageCompression": "01"})
+    assert read_unchanged(tmp_path / "in").warnings == [
+        f"marked as lossy compressed before (LossyImageCompression 01), e.g. {paths[0]}: compression artefacts are in "
+        f"the input and the denoised output"
+    ]
+
+
+def test_missing_decoder_names_the_package(tmp_path, monkeypatch):
+    write_ct_series(tmp_path / "in", phantom_hu(2, 16), transfer_syntax=JPEGLosslessSV1)
+
+    def no_decoder(self):
+        raise RuntimeError("Unable to decode the pixel data: no plugin available")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    expect_error(
+        tmp_path / "in",
+        r"IM0002\.dcm: cannot decode the pixel data \(JPEG Lossless, Non-Hierarchical, First-Order Prediction .*no "
+        r"decoder installed; its decoder comes with the package pylibjpeg-libjpeg\): RuntimeError",
+    )
+
+
+def test_the_same_instance_twice_is_read_once_with_a_warning(tmp_path):
+    """A copied export: every file twice, in two folders; the HU and order are those of one copy."""
+    hu = phantom_hu()
+    paths = write_ct_series(tmp_path / "in" / "a", hu)
+    shutil.copytree(tmp_path / "in" / "a", tmp_path / "in" / "b copy")
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.source_files == paths
+    assert volume.warnings == [
+        f"5 file(s) repeat an instance already found (same SOPInstanceUID), each read once: "
+        f"{tmp_path / 'in' / 'b copy' / 'IM0001.dcm'} repeats {paths[4]}"
+    ]
+    assert list_series(tmp_path / "in")[0].n_slices == 5
+
+
+def test_a_dicomdir_export_beside_its_originals_is_read_once(tmp_path):
+    """A PACS export to CD (DICOMDIR, files without extension) copied next to the original files."""
+    hu = phantom_hu()
+    paths = write_ct_series(tmp_path / "in" / "original", hu)
+    exported = write_dicomdir_export(paths, tmp_path / "in" / "export")
+    assert (tmp_path / "in" / "export" / "DICOMDIR") in exported and len(exported) == 6
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert len(volume.warnings) == 1 and volume.warnings[0].startswith("5 file(s) repeat an instance already found")
+    only_export = read_unchanged(tmp_path / "in" / "export")
+    np.testing.assert_array_equal(only_export.hu, hu)
+    assert only_export.warnings == [] and all(p.parent.parent.parent.parent.name == "export"
+                                              for p in only_export.source_files)
+
+
+def test_two_files_with_one_instance_uid_but_other_content_are_refused(tmp_path):
+    paths = write_ct_series(tmp_path / "in")
+    ds = pydicom.dcmread(paths[0])
+    ds.ImagePositionPatient = [0.0, 0.0, 99.0]
+    save(ds, tmp_path / "in" / "other.dcm")
+    expect_error(
+        tmp_path / "in",
+        r"other\.dcm and \S*IM0005\.dcm have the same SOPInstanceUID but different ImagePositionPatient: two images",
+    )
+
+
+def test_non_image_objects_beside_the_images_are_ignored(tmp_path):
+    """A DICOMDIR, a structured report and a presentation state of the study do not make a second series."""
+    hu = phantom_hu()
+    paths = write_ct_series(tmp_path / "in" / "images", hu)
+    study = pydicom.dcmread(paths[0]).StudyInstanceUID
+    write_non_image(tmp_path / "in" / "SR000001.dcm", COMPREHENSIVE_SR_STORAGE, "SR", study)
+    write_non_image(tmp_path / "in" / "PR000001", GRAYSCALE_PRESENTATION_STATE_STORAGE, "PR", study)
+    write_dicomdir_export(paths[:1], tmp_path / "export")
+    shutil.move(str(tmp_path / "export" / "DICOMDIR"), str(tmp_path / "in" / "DICOMDIR"))
+    assert [s.n_slices for s in list_series(tmp_path / "in")] == [5]
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.warnings == []
+
+
+def test_only_non_image_objects_is_refused_naming_them(tmp_path):
+    write_non_image(tmp_path / "in" / "SR000001.dcm", COMPREHENSIVE_SR_STORAGE, "SR", "1.2.3")
+    expect_error(tmp_path / "in", r"no DICOM images found in \S+: only 1 non-image DICOM object\(s\) \(DICOMDIR")
+
+
+def write_scout(path: Path, series_uid: str, *, marked: bool) -> Path:
+    """A 48 x 40 lateral localizer of the series: sagittal plane, other size."""
+    write_ct_series(path.parent / "scout", phantom_hu(1, 40)[:, :, :40].repeat(2, axis=1)[:, :48],
+                    positions=[(0.0, -100.0, 50.0)], orientation=(0, 1, 0, 0, 0, -1), series_uid=series_uid,
+                    extra={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER" if marked else "OTHER"]})
+    return Path(shutil.move(str(path.parent / "scout" / "IM0001.dcm"), str(path)))
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["ImageType LOCALIZER", "perpendicular, unmarked"])
+def test_a_localizer_in_the_series_is_left_out_with_a_warning(tmp_path, marked):
+    hu = phantom_hu()
+    paths = write_ct_series(tmp_path / "in", hu)
+    scout = write_scout(tmp_path / "in" / "SCOUT.dcm", pydicom.dcmread(paths[0]).SeriesInstanceUID, marked=marked)
+    shutil.rmtree(tmp_path / "in" / "scout")
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.source_files == paths
+    assert volume.warnings == [f"1 localizer (scout) image(s) left out of the series: {scout}"]
+
+
+def test_a_series_of_localizers_only_is_refused(tmp_path):
+    uid = pydicom.uid.generate_uid()
+    write_scout(tmp_path / "in" / "AP.dcm", uid, marked=True)
+    write_scout(tmp_path / "in" / "LAT.dcm", uid, marked=True)
+    shutil.rmtree(tmp_path / "in" / "scout")
+    expect_error(tmp_path / "in", r"AP\.dcm: the series holds only localizer \(scout\) images \(ImageType "
+                                  r"ORIGINAL\\PRIMARY\\LOCALIZER\); choose the axial series")
+
+
+def test_monochrome1_gives_the_same_hu(tmp_path):
+    """MONOCHROME1 inverts only the display: the stored values and HU are those of MONOCHROME2."""
+    hu = phantom_hu()
+    write_ct_series(tmp_path / "in", hu, extra={"PhotometricInterpretation": "MONOCHROME1"})
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert {h.PhotometricInterpretation for h in volume.headers} == {"MONOCHROME1"}
+
+
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+                         ids=["explicit", "implicit"])
+@pytest.mark.parametrize("kept", [{}, {"keep_preamble": True}], ids=["bare dataset", "preamble without meta"])
+def test_files_without_file_meta_are_read_with_a_warning(tmp_path, transfer_syntax, kept):
+    hu = phantom_hu()
+    paths = [strip_file_meta(p, **kept) for p in write_ct_series(tmp_path / "in", hu, transfer_syntax=transfer_syntax)]
+    (tmp_path / "in" / "notes.bin").write_bytes(b"\x08\x00 not DICOM at all, although it starts like a dataset")
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.source_files == paths
+    assert volume.warnings == [f"5 file(s) without DICOM file meta, read as {transfer_syntax.name}: {paths[4]}"]
+
+
+def test_files_with_file_meta_but_no_preamble_are_read(tmp_path):
+    hu = phantom_hu()
+    paths = [strip_file_meta(p, keep_meta=True) for p in write_ct_series(tmp_path / "in", hu)]
+    assert all(p.read_bytes()[:4] == b"\x02\x00\x00\x00" for p in paths)
+    volume = read_unchanged(tmp_path / "in")
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.warnings == []
+
+
+def test_a_file_without_file_meta_that_is_not_ct_is_refused(tmp_path):
+    paths = write_ct_series(tmp_path / "in")
+    spoil(paths[0], Modality="MR")
+    strip_file_meta(paths[0])
+    expect_error(tmp_path / "in", rf"{paths[0].name}: modality is 'MR', not CT")
 
 
 # --- real fixtures -----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dicom_factory import (
     assert_same_derived_series,
     phantom_hu,
     snapshot,
+    strip_file_meta,
     write_ct_series,
     write_enhanced_ct,
     write_interleaved_enhanced_series,
@@ -18,7 +19,15 @@ from dicom_factory import (
 from LDCTDenoiseLib.dicom_reader import open_series, read_series
 from LDCTDenoiseLib.dicom_writer import write_derived_series, write_processed_series
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    RLELossless,
+)
 
 DERIVATION = "Denoised by LDCTDenoise CPCE-2D (model card cpce2d-test.json)"
 
@@ -179,6 +188,76 @@ def test_jpeg2000_input_gives_uncompressed_output(tmp_path):
     ds = pydicom.dcmread(out[0])
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and not ds["PixelData"].is_undefined_length
     np.testing.assert_array_equal(read_series(tmp_path / "out").hu, volume.hu)
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax", [DeflatedExplicitVRLittleEndian, RLELossless, JPEGLosslessSV1],
+    ids=["deflated", "rle", "jpeg-lossless-sv1"],
+)
+def test_compressed_input_gives_uncompressed_output_with_the_same_hu(tmp_path, transfer_syntax):
+    hu = phantom_hu()
+    write_ct_series(tmp_path / "in", hu, transfer_syntax=transfer_syntax, signed=True, bits_stored=16)
+    before = snapshot(tmp_path / "in")
+    volume = read_series(tmp_path / "in")
+    paths = write_derived_series(volume, volume.hu + 2.0, tmp_path / "out", derivation_description=DERIVATION)
+    assert snapshot(tmp_path / "in") == before and leftovers(tmp_path) == []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and not ds["PixelData"].is_undefined_length
+    np.testing.assert_array_equal(read_series(tmp_path / "out").hu, hu + 2.0)
+
+
+@pytest.mark.skipif(not PYDICOM_3, reason="encoding lossy JPEG 2000 needs pydicom 3")
+def test_lossy_input_stays_marked_lossy(tmp_path):
+    write_ct_series(tmp_path / "in", transfer_syntax=JPEG2000)
+    for path in (tmp_path / "in").iterdir():  # as some archives store it: the syntax alone says lossy
+        ds = pydicom.dcmread(path)
+        for keyword in ("LossyImageCompression", "LossyImageCompressionMethod", "LossyImageCompressionRatio"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(path, enforce_file_format=True)
+    volume = read_series(tmp_path / "in")
+    assert any("lossy transfer syntax" in warning for warning in volume.warnings)
+    paths = write_derived_series(volume, volume.hu, tmp_path / "out", derivation_description=DERIVATION)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert (ds.LossyImageCompression, ds.LossyImageCompressionMethod) == ("01", "ISO_15444_1")
+    assert any("LossyImageCompression 01" in warning for warning in read_series(tmp_path / "out").warnings)
+
+
+def test_monochrome1_is_kept_with_the_same_hu(tmp_path):
+    """MONOCHROME1 only inverts the display; turning it into MONOCHROME2 would show the output inverted."""
+    hu = phantom_hu()
+    write_ct_series(tmp_path / "in", hu, slope=0.5, signed=True, bits_stored=16,
+                    extra={"PhotometricInterpretation": "MONOCHROME1"})
+    before = snapshot(tmp_path / "in")
+    volume = read_series(tmp_path / "in")
+    paths = write_derived_series(volume, volume.hu - 10.0, tmp_path / "out", derivation_description=DERIVATION)
+    assert snapshot(tmp_path / "in") == before and leftovers(tmp_path) == []
+    assert {pydicom.dcmread(p).PhotometricInterpretation for p in paths} == {"MONOCHROME1"}
+    np.testing.assert_array_equal(read_series(tmp_path / "out").hu, hu - 10.0)
+
+
+def test_input_without_file_meta_gives_complete_files(tmp_path):
+    """Old exports without preamble and file meta: the derived series is written in the DICOM file format."""
+    hu = phantom_hu()
+    for path in write_ct_series(tmp_path / "in", hu, transfer_syntax=ImplicitVRLittleEndian):
+        strip_file_meta(path)
+    before = snapshot(tmp_path / "in")
+    volume = read_series(tmp_path / "in")
+    paths = write_derived_series(volume, volume.hu, tmp_path / "out", derivation_description=DERIVATION)
+    assert snapshot(tmp_path / "in") == before and leftovers(tmp_path) == []
+    for path, header in zip(paths, volume.headers):
+        data = path.read_bytes()
+        assert data[128:132] == b"DICM"
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID == header.SOPClassUID
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    result = read_series(tmp_path / "out")
+    np.testing.assert_array_equal(result.hu, hu)
+    assert result.warnings == []
 
 
 def test_enhanced_ct_round_trip(tmp_path):
