@@ -1,4 +1,4 @@
-"""T0: the cross-domain adaptation package (frequency masks, VGG-19 loader, source bank, the adapt() entry point)."""
+"""The cross-domain adaptation package (frequency masks, VGG-19 loader, source bank, the adapt() entry point)."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""T0: target-noise matching (adaptation/noise_matching.py): the reference-free NPS, the added noise, its use in adapt()."""
+"""Target-noise matching (adaptation/noise_matching.py): the reference-free NPS, the added noise, its use in adapt()."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""T4: packaging. CMake configures the extension against Testing/fake_slicer (whose scripted-module macro fails on a
+"""Packaging. CMake configures the extension against Testing/fake_slicer (whose scripted-module macro fails on a
 listed-but-missing file), every shipped file is listed, and the Extensions Index checks hold for CMakeLists.txt and
 the catalog entry LDCTDenoise.json."""
 

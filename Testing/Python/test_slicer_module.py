@@ -1,4 +1,4 @@
-"""T2: the module (LDCTDenoise.py) wired to its real .ui under PySide6 offscreen and a real vtkMRMLScene.
+"""The module (LDCTDenoise.py) wired to its real .ui under PySide6 offscreen and a real vtkMRMLScene.
 
 Real here: the .ui file and Qt widgets (PySide6), MRML (slicer-core), slicer.util, the engine, torch, pydicom.
 Stand-ins (Testing/Python/slicer_shims): PythonQt's ``qt`` namespace, the CTK/qMRML widget classes, the scripted

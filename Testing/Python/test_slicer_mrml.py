@@ -1,4 +1,4 @@
-"""T1: the module's MRML bridge (LDCTDenoiseSlicerLib/mrml.py) against a real vtkMRMLScene from the slicer-core wheel.
+"""The module's MRML bridge (LDCTDenoiseSlicerLib/mrml.py) against a real vtkMRMLScene from the slicer-core wheel.
 
 Volumes, display nodes, layouts, slice/composite nodes, markups ROIs and the DICOM reader are Slicer's own C++
 classes here; only the Qt application around them is absent.
