@@ -31,6 +31,7 @@ SHIMS = slicer_shims.install()
 import torch  # noqa: E402
 from dicom_factory import phantom_hu, write_ct_series  # noqa: E402
 from LDCTDenoiseSlicerLib import mrml  # noqa: E402
+from LDCTDenoiseSlicerLib.process import AdaptationProcess  # noqa: E402
 from LDCTDenoiseLib.cpce import CPCE2D  # noqa: E402
 from LDCTDenoiseLib.dicom_reader import read_series  # noqa: E402
 from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, SHIPPED_MODELS_DIR, ModelRegistry, save_model  # noqa: E402
@@ -390,7 +391,7 @@ def test_the_background_process_output_is_read_as_pythonqt_hands_it_over(tmp_pat
     fake_job.write_text('#!/bin/sh\necho \'{"event": "done", "name": "x"}\'\necho "a warning" >&2\n')
     fake_job.chmod(0o755)
     finished = []
-    adaptation = module.AdaptationProcess(tmp_path / "job", onEvent=lambda event: None, onFinished=finished.append)
+    adaptation = AdaptationProcess(tmp_path / "job", onEvent=lambda event: None, onFinished=finished.append)
     adaptation.process.blockSignals(True)  # the test calls the slots itself
     adaptation.start(str(fake_job), str(MODULE_DIR))
     assert adaptation.process.waitForFinished(10000)
@@ -403,7 +404,7 @@ def test_an_ended_adaptation_process_is_released(widget, tmp_path):
     """Connected bound methods keep the process object alive (PythonQt's signal receiver holds them) until cleanup
     disconnects them."""
     (tmp_path / "job").mkdir()
-    adaptation = module.AdaptationProcess(tmp_path / "job", onEvent=lambda event: None, onFinished=lambda a: None)
+    adaptation = AdaptationProcess(tmp_path / "job", onEvent=lambda event: None, onFinished=lambda a: None)
     finished = qt.SIGNAL("finished(int,QProcess::ExitStatus)")
     assert adaptation.process.receivers(finished) == 1
     adaptation.cleanup()
