@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from LDCTDenoiseLib.adaptation import (ADAPTATION_METHODS, DEFAULT_METHOD, MASK_KINDS, AdaptationConfig, FrequencyMask,
                                        SourcePairs, adapt, apply_mask, dct2, idct2, method_settings,
@@ -18,6 +19,7 @@ from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError, WeightsError
 from LDCTDenoiseLib.figure import LOSS_TERM_NAMES, loss_curve
 from LDCTDenoiseLib.model_registry import REQUIRED_CARD_KEYS, load_weights, save_model
+from LDCTDenoiseLib.normalization import hu_to_model
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +29,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """Every CPCE2D() and torch.rand here starts from the same numbers in every run, so a test is as strong each time
+    (torch 2.13 seeds its default generator differently in each process)."""
+    torch.manual_seed(0)
 
 
 def body_volume(rng: np.random.Generator, slices: int = 3, size: int = 48, noise: float = 40.0) -> np.ndarray:
@@ -184,6 +193,75 @@ def test_adapt_is_deterministic_on_the_cpu(tiny_case):
         assert torch.equal(value, second.model.state_dict()[key])
     other = quiet_adapt(model, targets, tiny_config(seed=4), pairs)
     assert other.history != first.history
+
+
+def test_each_step_loss_is_the_weighted_sum_of_its_terms_with_the_anchor_added(tiny_case):
+    """L_all = w_adv·L_adv + λ0·L_rec + λ1·L_per + w_anchor·L_anchor, as each history row reports it."""
+    targets, pairs = tiny_case
+    config = tiny_config(anchor_weight=10.0, learning_rate=1e-2)  # a large anchor term, so its sign shows
+    result = quiet_adapt(CPCE2D(), targets, config, pairs)
+    assert result.history[0]["anchor"] == 0.0  # the denoiser starts as the anchor model
+    assert all(config.anchor_weight * row["anchor"] > 1e-4 * row["loss"] for row in result.history[1:])
+    for row in result.history:
+        expected = (config.adversarial_weight * row["adversarial"] + config.lambda_rec * row["reconstruction"]
+                    + config.anchor_weight * row["anchor"])  # the perceptual term is off without VGG-19 weights
+        assert row["loss"] == pytest.approx(expected, rel=1e-6), row
+
+
+def test_a_larger_anchor_weight_keeps_the_adapted_model_closer_to_its_start(tiny_case):
+    """The anchor holds the outputs on the target scans near the starting model's (measured: 0.0002-0.02 of the
+    unanchored drift over four starting networks; 13-3e6 times it with the anchor's sign flipped)."""
+    targets, pairs = tiny_case
+    start = CPCE2D().eval()
+    patches = torch.from_numpy(hu_to_model(np.stack(targets)[:, :, :32, 8:40].reshape(-1, 1, 32, 32)))
+
+    def drift(anchor_weight: float) -> float:
+        model = quiet_adapt(start, targets, tiny_config(anchor_weight=anchor_weight, learning_rate=1e-2), pairs).model
+        with torch.no_grad():
+            return float(torch.mean((model(patches) - start(patches)) ** 2))
+
+    assert drift(50.0) < 0.5 * drift(0.0)
+
+
+def learning_rates(targets, pairs, config: AdaptationConfig) -> list[list[float]]:
+    """The rate each optimizer stepped with, step by step, during one adaptation run."""
+    rates = {}
+
+    def record(optimizer, args, kwargs):
+        rates.setdefault(id(optimizer), []).append(optimizer.param_groups[0]["lr"])
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        quiet_adapt(CPCE2D(), targets, config, pairs)
+    finally:
+        handle.remove()
+    return list(rates.values())
+
+
+def test_the_denoisers_learning_rate_follows_the_cosine_from_its_peak_to_zero(tiny_case):
+    targets, pairs = tiny_case
+    (cosine,) = learning_rates(targets, pairs, tiny_config(adversarial_weight=0.0))  # only the denoiser steps
+    # lr·½(1 + cos(π(s−1)/(S−1))) at step s of S = 5: the peak, half the rate at step 3, nothing at the last step
+    assert cosine == pytest.approx([1e-3, 1e-3 * (0.5 + 0.5 ** 1.5), 0.5e-3, 1e-3 * (0.5 - 0.5 ** 1.5), 0.0],
+                                   abs=1e-12)
+    constant = tiny_config(adversarial_weight=0.0, learning_rate_schedule="constant")
+    assert learning_rates(targets, pairs, constant) == [[1e-3] * 5]
+
+
+def test_the_target_scans_reach_the_training(tiny_case):
+    """Two target sets of one shape but other pixels give other weights (alignment, one seed): the target patches
+    come from the target scans, not from the source pairs."""
+    targets, pairs = tiny_case
+    rng = np.random.default_rng(11)
+    others = [body_volume(rng, noise=60.0) + 300.0 for _ in targets]
+    assert [volume.shape for volume in others] == [volume.shape for volume in targets]
+    config = tiny_config(**method_settings("alignment"))
+    model = CPCE2D()
+    first = quiet_adapt(model, targets, config, pairs).model.state_dict()
+    again = quiet_adapt(model, targets, config, pairs).model.state_dict()
+    other = quiet_adapt(model, others, config, pairs).model.state_dict()
+    assert all(torch.equal(first[key], again[key]) for key in first)  # so the difference below is the targets'
+    assert any(not torch.equal(first[key], other[key]) for key in first)
 
 
 def test_without_the_adversarial_term_the_critic_is_skipped_and_unreported_but_the_masks_are_still_drawn(

@@ -13,7 +13,9 @@ from dicom_factory import (
     PYDICOM_3,
     phantom_hu,
     save,
+    set_pixels,
     snapshot,
+    stored_values,
     strip_file_meta,
     write_ct_series,
     write_dicomdir_export,
@@ -94,6 +96,19 @@ def test_applies_rescale_slope_and_intercept_for_signed_data(tmp_path):
     hu = phantom_hu(3, 16)
     write_ct_series(tmp_path, hu, slope=0.5, intercept=-1000.0, signed=True, bits_stored=16)
     np.testing.assert_allclose(read_series(tmp_path).hu, hu, atol=0.25)
+
+
+def test_each_slice_is_rescaled_with_its_own_slope_and_intercept(tmp_path):
+    """RescaleSlope/Intercept may differ from slice to slice within a series; each slice's HU uses its own."""
+    hu = phantom_hu(4, 16)
+    paths = write_ct_series(tmp_path, hu, signed=True, bits_stored=16)  # slope 1, intercept -1024
+    for k, (slope, intercept) in {1: (1.0, -1000.0), 2: (0.5, -1024.0), 3: (2.0, -2048.0)}.items():
+        ds = pydicom.dcmread(paths[k])
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        set_pixels(ds, stored_values(hu[k], slope, intercept, signed=True), ds.file_meta.TransferSyntaxUID)
+        save(ds, paths[k])
+    assert len({str(pydicom.dcmread(path).RescaleIntercept) for path in paths}) == 3
+    np.testing.assert_allclose(read_series(tmp_path).hu, hu, atol=1.0)  # slope 2 rounds odd HU to a neighbour
 
 
 def test_reads_implicit_vr_files_and_explicit_file_lists(tmp_path):

@@ -320,6 +320,21 @@ def test_compare_with_a_reference_adds_full_reference_metrics(widget, ct, mrml_s
     assert "roi_mean_hu" not in metrics["input"]
 
 
+def test_compare_on_a_second_volume_computes_that_volumes_own_output(widget, ct):
+    """Compare reuses an output only when it was made from the same input: patient B never gets patient A's image."""
+    from LDCTDenoiseLib.methods import make_method
+
+    node, series, _ = ct
+    other = mrml.add_volume_from_array(np.ascontiguousarray(series.hu[:, ::-1]) + 50.0, node, "patient B")
+    first = widget.logic.compare(node, ["input", "gaussian"], device="cpu")["gaussian"]
+    second = widget.logic.compare(other, ["input", "gaussian"], device="cpu")["gaussian"]
+    assert first.GetNodeReference(module.LDCTDenoiseLogic.INPUT_REFERENCE_ROLE) is node
+    assert second.GetNodeReference(module.LDCTDenoiseLogic.INPUT_REFERENCE_ROLE) is other
+    expected = make_method("gaussian", device="cpu")(mrml.array_from_volume(other))
+    np.testing.assert_allclose(mrml.array_from_volume(second), expected, atol=1e-3)
+    assert widget.logic.compare(other, ["gaussian"], device="cpu")["gaussian"] is second  # its own output is reused
+
+
 def test_export_writes_the_denoised_volume_as_a_derived_series_of_its_input(widget, ct, tmp_path):
     node, series, lookup = ct
     widget.ui.denoiseButton.click()
