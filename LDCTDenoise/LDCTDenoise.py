@@ -906,6 +906,7 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
 
         from LDCTDenoiseLib.cpce import CPCE2D
         from LDCTDenoiseLib.dicom_writer import write_derived_series
+        from LDCTDenoiseLib.metrics import WINDOW_CENTER, WINDOW_WIDTH
         from LDCTDenoiseLib.model_registry import save_model
         from LDCTDenoiseLib.phantom import make_abdomen_phantom
         from LDCTDenoiseLib.synthetic_series import synthetic_ct_volume
@@ -926,8 +927,8 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
 
             logic = LDCTDenoiseLogic()
             outputVolume = logic.denoise(inputVolume, "test-random", device="cpu", batchSize=2)
-            self.assertEqual(outputVolume.GetDisplayNode().GetWindow(), 400)
-            self.assertEqual(outputVolume.GetDisplayNode().GetLevel(), 40)
+            self.assertEqual(outputVolume.GetDisplayNode().GetWindow(), WINDOW_WIDTH)
+            self.assertEqual(outputVolume.GetDisplayNode().GetLevel(), WINDOW_CENTER)
             self.assertFalse(outputVolume.GetDisplayNode().GetAutoWindowLevel())
             self.assertEqual(slicer.util.arrayFromVolume(outputVolume).shape,
                              slicer.util.arrayFromVolume(inputVolume).shape)

@@ -30,6 +30,7 @@ import yaml
 from tqdm import tqdm
 
 from LDCTDenoiseLib.adaptation import method_settings
+from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.baselines import make_baseline
 from LDCTDenoiseLib.inference import denoise_volume
 from LDCTDenoiseLib.metrics import noise_power_spectrum, nps_summary, per_slice_metrics
@@ -145,9 +146,8 @@ def classical_output(method: str, key: str, low_dose: np.ndarray, run_dir: Path)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         output = make_baseline(method)(low_dose).astype(np.float32)
-        temporary = path.with_suffix(".tmp.npy")
-        np.save(temporary, output)
-        os.replace(temporary, path)
+        with atomic_file(path) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, output)
     return np.load(path)
 
 

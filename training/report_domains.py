@@ -19,14 +19,13 @@ every machine makes the same slices) and cached in ``simulated.npz``. Simulated 
 scanner stores them.
 """
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.simulator import D45_LIKE_FULL_DOSE_PHOTONS, ScanProtocol, d45_like_protocol, \
     simulate_low_dose_volume
 
@@ -57,15 +56,8 @@ class Series:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_file(path) as temporary, open(temporary, "wb") as stream:
+        np.savez_compressed(stream, **arrays)
 
 
 def paired_folders(domain: str, patient: str) -> tuple[str, str]:

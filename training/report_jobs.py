@@ -7,7 +7,6 @@ writes its weights and a description atomically.
 
 import hashlib
 import json
-import os
 import re
 import time
 import warnings
@@ -19,6 +18,7 @@ from torch.nn import functional as F
 
 from LDCTDenoiseLib.adaptation import AdaptationConfig, adapt
 from LDCTDenoiseLib.adaptation.patches import BodyPatchSampler
+from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.inference import select_device
 from LDCTDenoiseLib.model_registry import ModelRegistry
@@ -130,10 +130,10 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
     info.update(job=job, device=f"{device} ({device_name}, threads: {threads})", torch=torch.__version__,
                 seconds=round(time.perf_counter() - tic, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), temporary)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
-    os.replace(temporary, path)  # the weights last: a job counts as done only when they are there
+    with atomic_file(path) as temporary:  # the weights last: a job counts as done only when they are there
+        with open(temporary, "wb") as stream:  # a stream: torch would name the archive after the temporary file
+            torch.save(model.state_dict(), stream)
+        path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
     return str(path)
 
 

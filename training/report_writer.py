@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from LDCTDenoiseLib.metrics import DISPLAY_WINDOW, summarize
+from LDCTDenoiseLib.metrics import DISPLAY_WINDOW, DISPLAY_WINDOW_LABEL, summarize
 
 from .report_domains import DOMAIN_TITLES, domain_of
 from .report_jobs import slug
@@ -103,7 +103,7 @@ def _example_figure(name: str, result: dict, path: Path) -> None:
         axes.imshow(image[crop], cmap="gray", vmin=DISPLAY_WINDOW[0], vmax=DISPLAY_WINDOW[1])
         axes.set_title(label.replace(" (", "\n("), fontsize=7)
         axes.axis("off")
-    figure.suptitle(f"{name}: first held-out slice, central 256² crop, W/L 400/40", fontsize=9)
+    figure.suptitle(f"{name}: first held-out slice, central 256² crop, {DISPLAY_WINDOW_LABEL}", fontsize=9)
     figure.tight_layout()
     FigureCanvasAgg(figure).print_png(str(path))
 
@@ -136,7 +136,8 @@ def write_report(results: dict, config: dict, report_dir: Path, run_dir: Path, m
              f"engine's defaults otherwise, seeds {config['seeds']} for every "
              f"adaptation and control row. Models trained on: {', '.join(meta['trained_on'])}.",
              "",
-             "PSNR and SSIM per slice in the display window W/L 400/40 ([-160, 240] HU), whole slices, mean ± SD over "
+             f"PSNR and SSIM per slice in the display window {DISPLAY_WINDOW_LABEL} ([{DISPLAY_WINDOW[0]:g}, "
+             f"{DISPLAY_WINDOW[1]:g}] HU), whole slices, mean ± SD over "
              "the held-out slices (rows with seeds: each slice averaged over the seeds first). The perceptual loss "
              "is off in every run: no local VGG-19 weights exist here, so its ablation cannot be run.",
              "",

@@ -1,7 +1,6 @@
 """Files every training run keeps: atomic checkpoints, a CSV log and a loss-curve PNG."""
 
 import csv
-import os
 import subprocess
 from pathlib import Path
 
@@ -9,14 +8,16 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.metrics import DISPLAY_WINDOW
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write a checkpoint through a temporary file so a killed run never leaves a truncated one."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary, open(temporary, "wb") as stream:
+        torch.save(state, stream)  # a stream: torch would name the archive inside after the temporary file
 
 
 def append_log(path: Path, row: dict) -> None:
@@ -51,13 +52,13 @@ def plot_loss_curve(log_path: Path, png_path: Path, title: str) -> None:
     validated = [(int(row["iteration"]), float(row["val_psnr_display"])) for row in rows if row.get("val_psnr_display")]
     if validated:
         other = axis.twinx()
-        other.plot(*zip(*validated), "o-", color="tab:red", label="validation PSNR [-160, 240] HU")
+        low, high = DISPLAY_WINDOW
+        other.plot(*zip(*validated), "o-", color="tab:red", label=f"validation PSNR [{low:g}, {high:g}] HU")
         other.set_ylabel("validation PSNR (dB)", color="tab:red")
     axis.set_title(title)
     figure.tight_layout()
-    temporary = png_path.with_name("." + png_path.name)
-    figure.savefig(temporary, format="png")
-    os.replace(temporary, png_path)
+    with atomic_file(png_path) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def git_commit() -> str:

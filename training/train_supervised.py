@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.inference import denoise_volume
-from LDCTDenoiseLib.metrics import per_slice_metrics, summarize
+from LDCTDenoiseLib.metrics import DISPLAY_WINDOW, per_slice_metrics, summarize
 from LDCTDenoiseLib.model_registry import save_model
 from LDCTDenoiseLib.normalization import hu_to_model
 
@@ -277,7 +277,8 @@ def train(config: dict, config_path: Path, command: str, processes: Processes = 
             "patients": sorted({item["patient"] for item in config["validation"]}),
             "per_series": {item.get("series", item["patient"]): evaluate(network, [volume], processes.device)["model"]
                            for item, volume in zip(config["validation"], validation_volumes)},
-            "conventions": "per-slice PSNR/SSIM on [-160, 240] HU (data range 400) and [-1024, 3072] HU (data range "
+            "conventions": f"per-slice PSNR/SSIM on [{DISPLAY_WINDOW[0]:g}, {DISPLAY_WINDOW[1]:g}] HU (data range "
+                           f"{DISPLAY_WINDOW[1] - DISPLAY_WINDOW[0]:g}) and [-1024, 3072] HU (data range "
                            "4096); SSIM Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03; RMSE in HU; whole 512x512 "
                            "slices; mean and SD over slices",
             **validation,

@@ -26,7 +26,7 @@ from .dicom_reader import CTVolume, open_series, read_series
 from .dicom_writer import write_derived_series, write_processed_series
 from .errors import LDCTDenoiseError, SeriesSelectionError
 from .methods import INPUT, ModelDenoiser, available_methods
-from .metrics import Roi
+from .metrics import DISPLAY_WINDOW_LABEL, Roi
 from .model_registry import DEFAULT_MODEL, ModelRegistry, card_summary
 from .simulator import KERNELS, MODES, ScanProtocol, simulate_low_dose_volume
 
@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(denoise)
 
     compare = add("compare", command_compare,
-                  "Run several methods on a series; write a figure at W/L 400/40 with ROI zooms and the metrics.")
+                  f"Run several methods on a series; write a figure at {DISPLAY_WINDOW_LABEL} with ROI zooms and the "
+                  "metrics.")
     compare.add_argument("input", type=Path, help="low-dose DICOM folder or file")
     compare.add_argument("--out", dest="output", type=Path, required=True, help="folder for comparison.png and "
                                                                                    "metrics.csv/.json")

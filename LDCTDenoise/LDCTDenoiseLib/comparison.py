@@ -15,7 +15,8 @@ import numpy as np
 from .errors import LDCTDenoiseError
 from .figure import comparison_figure, write_metrics
 from .methods import INPUT, make_method
-from .metrics import Roi, cnr, noise_power_spectrum, nps_summary, per_slice_metrics, roi_stats, summarize
+from .metrics import (DISPLAY_WINDOW_LABEL, Roi, cnr, noise_power_spectrum, nps_summary, per_slice_metrics,
+                      roi_stats, summarize)
 from .model_registry import ModelRegistry
 from .progress import CancelCheck, ProgressCallback, check_cancel
 
@@ -25,10 +26,10 @@ REFERENCE = "reference"
 # display window [-160, 240] HU and the full range is [-1024, 3072] HU (metrics.py); "SD over slices" is the spread
 # of the per-slice values behind the mean. The NPS frequencies are in cycles/mm because the pixel size is in mm.
 METRIC_LABELS = {
-    "psnr_display": "PSNR, W/L 400/40 (dB)",
-    "psnr_display_sd": "PSNR, W/L 400/40, SD over slices (dB)",
-    "ssim_display": "SSIM, W/L 400/40",
-    "ssim_display_sd": "SSIM, W/L 400/40, SD over slices",
+    "psnr_display": f"PSNR, {DISPLAY_WINDOW_LABEL} (dB)",
+    "psnr_display_sd": f"PSNR, {DISPLAY_WINDOW_LABEL}, SD over slices (dB)",
+    "ssim_display": f"SSIM, {DISPLAY_WINDOW_LABEL}",
+    "ssim_display_sd": f"SSIM, {DISPLAY_WINDOW_LABEL}, SD over slices",
     "psnr_full": "PSNR, full range (dB)",
     "psnr_full_sd": "PSNR, full range, SD over slices (dB)",
     "ssim_full": "SSIM, full range",

@@ -8,10 +8,7 @@ same simulated scan (the fair reference: same kernel, no added noise).
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Optional
 from pydicom.uid import generate_uid
 
 from . import __version__
+from .atomic import StagingFolder
 from .comparison import comparison_metrics, write_comparison
 from .dicom_reader import read_series
 from .dicom_writer import write_derived_series
@@ -75,11 +73,9 @@ def run_demo(out_dir: str | Path, *, model: str = DEFAULT_MODEL, n_slices: int =
     def hook(stage: str) -> Optional[ProgressCallback]:
         return progress_for(stage) if progress_for else None
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
     seconds: dict[str, float] = {}
-    try:
-        staging.mkdir()  # inside the try: a Ctrl-C that lands just after it still removes the folder
+    with StagingFolder(out_dir) as staged:  # removed on any error, a cancel or Ctrl-C
+        staging = staged.path
         tic = time.perf_counter()
         phantom, spacing = make_abdomen_phantom(n_slices, PHANTOM_SIZE, PHANTOM_PIXEL_MM, seed)
         low_dose, reference = simulate_low_dose_volume(phantom, PHANTOM_PIXEL_MM, protocol, seed, hook("simulate"),
@@ -132,12 +128,7 @@ def run_demo(out_dir: str | Path, *, model: str = DEFAULT_MODEL, n_slices: int =
                                  title=f"Digital phantom, simulated {dose_text} dose: slice {shown + 1} of {n_slices},"
                                        f" liver ROI")
         check_cancel(cancel)
-        if out_dir.exists():
-            out_dir.rmdir()  # the empty folder checked above
-        os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staged.commit()  # replaces only the empty folder checked above
     return DemoResult(out_dir=out_dir,
                       series={key: out_dir / folder for key, folder in SERIES_FOLDERS.items()},
                       files={key: out_dir / path.name for key, path in files.items()},

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -29,12 +26,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from .atomic import StagingFolder
 from .dicom_reader import LOSSY_SYNTAX_UIDS, CTVolume, SeriesLayout, slice_attribute
 from .errors import LDCTDenoiseError
+from .metrics import WINDOW_CENTER, WINDOW_WIDTH
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 
 _PYDICOM_3 = int(pydicom.__version__.split(".")[0]) >= 3
-WINDOW_CENTER, WINDOW_WIDTH = 40, 400
 SERIES_NUMBER_OFFSET = 1000
 MAX_INTEGER_STRING = 2**31 - 1  # IS values must fit a signed 32-bit integer
 MAX_LO, MAX_ST = 64, 1024  # value lengths of SeriesDescription (LO) and DerivationDescription (ST)
@@ -166,18 +164,10 @@ class DerivedSeriesWriter:
         self._pending: dict[int, dict[int, np.ndarray]] = {}
         self._written = 0
         self._series = _SeriesValues(source, derivation_description, series_description_suffix, series_number)
-        self._staging: Path | None = None
+        self._staging: StagingFolder | None = None
 
     def __enter__(self) -> DerivedSeriesWriter:
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.out_dir.parent / f".{self.out_dir.name}.{uuid.uuid4().hex}.partial"
-        try:
-            staging.mkdir()
-            self._staging = staging
-        except BaseException:
-            # A Ctrl-C can land right after mkdir returns, before the with block (and so __exit__) is set up.
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        self._staging = StagingFolder(self.out_dir).__enter__()  # it removes its folder if interrupted while made
         return self
 
     def __exit__(
@@ -187,7 +177,7 @@ class DerivedSeriesWriter:
         traceback: TracebackType | None,
     ) -> None:
         if self._staging is not None:  # not committed
-            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging.discard()
             self._staging = None
 
     def add(self, indices: Iterable[int], hu: Iterable[np.ndarray]) -> None:
@@ -213,7 +203,7 @@ class DerivedSeriesWriter:
             if len(pending) == len(indices_of_object):
                 stored = [pending[i] for i in indices_of_object]
                 dataset = _derived_dataset(self.source, indices_of_object, stored, self._series)
-                _save(dataset, self._staging / _file_name(number))
+                _save(dataset, self._staging.path / _file_name(number))
                 del self._pending[number]
                 self._written += 1
 
@@ -226,9 +216,7 @@ class DerivedSeriesWriter:
                 f"only {self._written} of the {len(self.objects)} objects of the series were written; "
                 f"nothing was written"
             )
-        if self.out_dir.exists():
-            self.out_dir.rmdir()  # an empty folder the caller made; checked empty above
-        os.rename(self._staging, self.out_dir)
+        self._staging.commit()  # replaces only an empty folder the caller made; checked empty above
         self._staging = None
         return [self.out_dir / _file_name(number) for number in range(len(self.objects))]
 

@@ -11,8 +11,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
@@ -22,8 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .atomic import write_bytes_atomically
 from .errors import LDCTDenoiseError
-from .metrics import DISPLAY_WINDOW, Roi, roi_stats
+from .metrics import DISPLAY_WINDOW, DISPLAY_WINDOW_LABEL, Roi, roi_stats
 
 DPI = 150
 PANEL_INCHES = 2.6
@@ -42,21 +41,6 @@ LOSS_TERM_NAMES = {
     "discriminator": "critic",
     "kl": "mask KL",
 }
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _metric_line(values: Mapping[str, float]) -> str:
@@ -135,7 +119,7 @@ def comparison_figure(
             axis.set_yticks([])
     if title:
         figure.suptitle(title, fontsize=11, fontweight="bold")
-    caption = f"W/L 400/40 HU ([{low:g}, {high:g}] HU)"
+    caption = f"{DISPLAY_WINDOW_LABEL} HU ([{low:g}, {high:g}] HU)"
     if metrics is not None and reference is not None:
         caption += f"; PSNR/SSIM on [{low:g}, {high:g}] HU vs {reference}"
     if roi is not None:
@@ -144,7 +128,7 @@ def comparison_figure(
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.08)
-    return _write_atomically(Path(out_png), buffer.getvalue())
+    return write_bytes_atomically(Path(out_png), buffer.getvalue())
 
 
 def _json_value(value: float) -> Optional[float]:
@@ -169,13 +153,13 @@ def write_metrics(metrics: Mapping[str, Mapping[str, float]], out_stem: Union[st
     writer.writerow(["method", *columns])
     for method, values in metrics.items():
         writer.writerow([method, *(repr(float(values[key])) if key in values else "" for key in columns)])
-    csv_path = _write_atomically(stem.with_name(stem.name + ".csv"), text.getvalue().encode("utf-8"))
+    csv_path = write_bytes_atomically(stem.with_name(stem.name + ".csv"), text.getvalue().encode("utf-8"))
 
     document = {
         method: {key: _json_value(value) for key, value in values.items()} for method, values in metrics.items()
     }
     json_text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    json_path = _write_atomically(stem.with_name(stem.name + ".json"), json_text.encode("utf-8"))
+    json_path = write_bytes_atomically(stem.with_name(stem.name + ".json"), json_text.encode("utf-8"))
     return csv_path, json_path
 
 
@@ -231,4 +215,4 @@ def loss_curve_figure(history: Sequence[Mapping[str, float]], out_png: Union[str
     figure = loss_curve(history, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", facecolor="white")
-    return _write_atomically(Path(out_png), buffer.getvalue())
+    return write_bytes_atomically(Path(out_png), buffer.getvalue())

@@ -18,7 +18,6 @@ import numpy as np
 from . import __version__
 from .baselines import BASELINES, Denoiser, make_baseline
 from .errors import LDCTDenoiseError
-from .inference import denoise_volume, select_device
 from .model_registry import ModelRegistry
 from .progress import CancelCheck, ProgressCallback
 
@@ -128,12 +127,16 @@ class ModelDenoiser(Method):
 
     def __post_init__(self) -> None:
         self.strength = check_strength(self.strength)
+        from .inference import select_device  # torch only here: naming and listing methods does not need it
+
         self.card = self.registry.entry(self.name).card
         select_device(self.device)  # an unusable device fails here, before any slice is read
         self._model = None
 
     def denoise(self, hu: np.ndarray, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelCheck] = None) -> np.ndarray:
+        from .inference import denoise_volume, select_device
+
         device = select_device(self.device)
         if self._model is None:
             self._model, self.card = self.registry.load(self.name, device)

@@ -21,7 +21,11 @@ from scipy import fft
 
 from .errors import LDCTDenoiseError
 
-DISPLAY_WINDOW = (-160.0, 240.0)  # W/L 400/40
+# The display window, W/L 400/40: the only definition; figures, metrics, the written series' window and the Slicer
+# views all take it from here. Integers, as DICOM's WindowWidth/WindowCenter and Slicer's display node get them.
+WINDOW_WIDTH, WINDOW_CENTER = 400, 40
+DISPLAY_WINDOW = (WINDOW_CENTER - WINDOW_WIDTH / 2, WINDOW_CENTER + WINDOW_WIDTH / 2)  # (-160.0, 240.0) HU
+DISPLAY_WINDOW_LABEL = f"W/L {WINDOW_WIDTH}/{WINDOW_CENTER}"
 FULL_RANGE = (-1024.0, 3072.0)  # data range 4096
 SSIM_SIGMA = 1.5
 SSIM_WINDOW = 11  # what skimage's truncate=3.5 gives for sigma 1.5

@@ -2,7 +2,9 @@
 
 Every ``<name>.pt`` (a plain state dict) has a ``<name>.json`` card beside it that says what the weights are, how
 they were made and how good they are. Loading checks the card, the file's SHA-256 and the normalisation, and uses
-``torch.load(weights_only=True)`` so a weights file can never run code.
+``torch.load(weights_only=True)`` so a weights file can never run code. Listing and describing models reads only the
+JSON cards: torch is imported where weights are loaded or saved, so the CLI's and the panel's model lists work (and
+stay fast) without it.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import torch
-
-from .cpce import ARCHITECTURE_CARD, CPCE2D
+from .atomic import atomic_file
 from .errors import WeightsError
 from .normalization import check_card
+
+if TYPE_CHECKING:
+    import torch
+
+    from .cpce import CPCE2D
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 DEFAULT_MODEL = "cpce2d-mayo-d45"
@@ -140,6 +144,10 @@ def card_summary(entry: ModelEntry) -> list[str]:
 
 def load_weights(card_path: Path, device: Optional[torch.device] = None) -> CPCE2D:
     """Load the weights a card describes after checking file, checksum, architecture and normalisation."""
+    import torch
+
+    from .cpce import ARCHITECTURE_CARD, CPCE2D
+
     card = read_card(Path(card_path))
     if card["architecture"].get("name") != ARCHITECTURE_CARD["name"]:
         raise WeightsError(f"{card_path}: architecture {card['architecture'].get('name')!r} is not "
@@ -167,6 +175,9 @@ def save_model(model: CPCE2D, card: dict, directory: Path) -> Path:
 
     The card's ``file``, ``sha256``, ``architecture`` and ``normalization`` are filled in here so they always match.
     """
+    import torch
+
+    from .cpce import ARCHITECTURE_CARD
     from .normalization import NORMALIZATION_CARD
 
     directory = Path(directory)
@@ -175,22 +186,14 @@ def save_model(model: CPCE2D, card: dict, directory: Path) -> Path:
     weights_path = directory / f"{name}.pt"
     card_path = directory / f"{name}.json"
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    handle, temp_weights = tempfile.mkstemp(prefix=f".{name}.", suffix=".pt.tmp", dir=directory)
-    os.close(handle)
-    handle, temp_card = tempfile.mkstemp(prefix=f".{name}.", suffix=".json.tmp", dir=directory)
-    os.close(handle)
-    try:
-        torch.save(state, temp_weights)
-        full_card = dict(card, file=weights_path.name, sha256=sha256_file(Path(temp_weights)),
+    # The card's staging file is opened first so that it is renamed last: a card never names weights not yet there.
+    with atomic_file(card_path) as temp_card, atomic_file(weights_path) as temp_weights:
+        with open(temp_weights, "wb") as stream:  # given a path, torch would name its archive after the random name
+            torch.save(state, stream)
+        full_card = dict(card, file=weights_path.name, sha256=sha256_file(temp_weights),
                          architecture=dict(ARCHITECTURE_CARD), normalization=dict(NORMALIZATION_CARD))
         missing = [key for key in REQUIRED_CARD_KEYS if key not in full_card]
         if missing:
             raise WeightsError(f"Cannot save model '{name}': its card lacks {', '.join(missing)}.")
-        Path(temp_card).write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
-        os.replace(temp_weights, weights_path)
-        os.replace(temp_card, card_path)
-    finally:
-        for leftover in (temp_weights, temp_card):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        temp_card.write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
     return card_path

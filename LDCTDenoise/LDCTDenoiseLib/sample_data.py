@@ -17,8 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -27,6 +25,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from . import __version__
+from .atomic import StagingFolder, remove_stale_staging, staging_path
 from .dicom_writer import write_derived_series
 from .phantom import make_abdomen_phantom
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
@@ -100,29 +99,26 @@ def sample_series(cache_dir: str | Path, settings: Optional[SampleSettings] = No
     if existing is not None:
         return existing
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(cache_dir, final.name)
+    remove_stale_staging(final, STALE_STAGING_S)
     if final.exists():  # damaged (a file deleted by hand): set aside under a staging name, then removed
-        damaged = cache_dir / f".{final.name}.{uuid.uuid4().hex}.partial"
+        damaged = staging_path(final)
         os.rename(final, damaged)
         shutil.rmtree(damaged, ignore_errors=True)
-    staging = cache_dir / f".{final.name}.{uuid.uuid4().hex}.partial"
-    try:
-        staging.mkdir()  # inside the try: a Ctrl-C that lands just after it still removes the folder
+    with StagingFolder(final) as staged:  # removed on any error, a cancel, Ctrl-C, or a lost race below
+        staging = staged.path
         files, series_uid = _write_sample(staging, settings, progress, cancel)
         manifest = {"recipe": settings.recipe(), "series_uid": series_uid,
                     "files": [path.relative_to(staging).as_posix() for path in files]}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         check_cancel(cancel)
         try:
-            os.rename(staging, final)
+            staged.commit()
         except OSError:
             # Another process finished the same sample first: use theirs.
             made = _complete_sample(final, settings)
             if made is None:
                 raise
             return made
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return SampleSeries(final / DICOM_FOLDER, [final / DICOM_FOLDER / path.name for path in files], series_uid,
                         settings, reused=False)
 
@@ -162,14 +158,3 @@ def _complete_sample(folder: Path, settings: SampleSettings) -> Optional[SampleS
     if not (matches and files and all(path.is_file() for path in files)):
         return None
     return SampleSeries(folder / DICOM_FOLDER, files, series_uid, settings, reused=True)
-
-
-def _remove_stale_staging(cache_dir: Path, name: str) -> None:
-    """Remove the staging folders of this sample that a killed run left behind (see :data:`STALE_STAGING_S`)."""
-    now = time.time()
-    for staging in cache_dir.glob(f".{name}.*.partial"):
-        try:
-            if now - staging.stat().st_mtime > STALE_STAGING_S:
-                shutil.rmtree(staging, ignore_errors=True)
-        except OSError:
-            continue  # removed meanwhile by the process that made it

@@ -20,9 +20,9 @@ import slicer.util
 import vtk
 
 from LDCTDenoiseLib.dicom_reader import CTVolume, read_series
-from LDCTDenoiseLib.dicom_writer import WINDOW_CENTER, WINDOW_WIDTH, write_derived_series
+from LDCTDenoiseLib.dicom_writer import write_derived_series
 from LDCTDenoiseLib.errors import LDCTDenoiseError
-from LDCTDenoiseLib.metrics import Roi
+from LDCTDenoiseLib.metrics import WINDOW_CENTER, WINDOW_WIDTH, Roi
 from LDCTDenoiseLib.progress import CancelCheck, ProgressCallback
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOMScalarVolumePlugin on every loaded volume

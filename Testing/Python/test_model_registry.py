@@ -1,7 +1,11 @@
 """Weights registry: saving, verifying and loading models and their cards; the shipped models."""
 
 import json
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +40,15 @@ def test_save_then_load_gives_the_same_network(saved):
     torch.testing.assert_close(loaded(x), model.eval()(x))
     assert not loaded.training
     assert sorted(p.name for p in card_path.parent.iterdir()) == ["tiny.json", "tiny.pt"]
+
+
+def test_saving_is_atomic_and_the_same_model_gives_the_same_bytes(saved, tmp_path):
+    """The weights go through a hidden temporary file (none is left), and their bytes do not depend on its random
+    name, so a profile's SHA-256 is reproducible."""
+    model, card_path, _ = saved
+    again = save_model(model, _card(), tmp_path / "again")
+    assert (again.parent / "tiny.pt").read_bytes() == (card_path.parent / "tiny.pt").read_bytes()
+    assert sorted(p.name for p in again.parent.iterdir()) == ["tiny.json", "tiny.pt"]
 
 
 def test_altered_weights_are_refused(saved):
@@ -88,6 +101,7 @@ class _Payload:
 
 
 def test_weights_that_would_execute_code_are_refused(tmp_path):
+    torch.manual_seed(0)
     card_path = save_model(CPCE2D(), _card("evil"), tmp_path)
     weights = tmp_path / "evil.pt"
     torch.save({"payload": _Payload()}, weights)
@@ -123,3 +137,28 @@ def test_the_default_model_is_shipped_with_a_complete_card():
         assert validation["model"]["psnr_display"]["mean"] > validation["low_dose_input"]["psnr_display"]["mean"]
         assert card["training"]["split_by"] == "patient"
         assert not set(card["training"]["split"]["train"]) & set(card["training"]["split"]["validation"])
+
+
+def test_listing_and_describing_models_does_not_import_torch(saved, tmp_path):
+    """The CLI's and the Slicer panel's model lists read JSON cards only: a fresh Slicer has no torch until the user
+    agrees to install it, and importing it would cost seconds. Run in a fresh interpreter, as the panel does it."""
+    _, card_path, _ = saved
+    script = (
+        "import json, sys\n"
+        "from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, ModelRegistry, card_summary\n"
+        "from LDCTDenoiseLib.methods import available_methods\n"
+        "registry = ModelRegistry()\n"
+        "summaries = {entry.name: card_summary(entry) for entry in registry.entries()}\n"
+        "print(json.dumps({'names': registry.names(), 'default': registry.entry(DEFAULT_MODEL).name,\n"
+        "                  'methods': available_methods(registry), 'summaries': summaries,\n"
+        "                  'torch': 'torch' in sys.modules}))\n"
+    )
+    engine = Path(__file__).resolve().parents[2] / "LDCTDenoise"
+    env = dict(os.environ, LDCTDENOISE_PROFILES_DIR=str(card_path.parent),
+               PYTHONPATH=os.pathsep.join([str(engine), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert DEFAULT_MODEL in listed["names"] and "tiny" in listed["names"] and listed["default"] == DEFAULT_MODEL
+    assert "tiny" in listed["methods"] and listed["summaries"]["tiny"][0] == "tiny (profile)"
+    assert listed["torch"] is False, "listing models imported torch"

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_file
 from ..errors import LDCTDenoiseError
 from ..progress import CancelCheck, ProgressCallback
 from ..simulator import ScanProtocol, d45_like_protocol, simulate_low_dose_volume
@@ -66,17 +66,6 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ldct-denoise"
 
 
-def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def phantom_source_bank(n_slices: int = 8, size: int = 512, pixel_mm: float = 0.7, seed: int = 0,
                         protocol: Optional[ScanProtocol] = None, cache_dir: Optional[Path] = None,
                         progress: Optional[ProgressCallback] = None,
@@ -106,6 +95,6 @@ def phantom_source_bank(n_slices: int = 8, size: int = 512, pixel_mm: float = 0.
             pass  # a damaged cache is rebuilt below
     phantom, _ = make_abdomen_phantom(n_slices, size, pixel_mm, seed)
     low_dose, reference = simulate_low_dose_volume(phantom, pixel_mm, protocol, seed, progress, cancel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(path, low_dose=low_dose, normal_dose=reference)
+    with atomic_file(path) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, low_dose=low_dose, normal_dose=reference)
     return SourcePairs(low_dose, reference, description)
