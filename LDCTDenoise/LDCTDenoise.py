@@ -4,6 +4,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
 # Everything that needs torch (models, methods, comparison) is imported where it is used, after the Widget made sure
 # PyTorch is installed: importing it here would stop the module from loading before the user could install it.
 
+RELOADED_PACKAGES = ("LDCTDenoiseLib", "LDCTDenoiseSlicerLib")  # re-imported by Reload, with the module
 INPUT_METHOD = "input"  # the engine's name (LDCTDenoiseLib.methods.INPUT) for "the input volume itself"
 LOSS_CURVE_REFRESH_S = 2.0  # redraw the live loss curve at most this often
 LOSS_CURVE_WIDTH_PX = 380
@@ -220,6 +222,16 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Make sure parameter node is initialized (needed for module reload)
         self.initializeParameterNode()
         self.refreshMethods()
+
+    def onReload(self) -> None:
+        """Developer mode's Reload: Slicer executes this file again but keeps the packages it imports, so the engine
+        and the Slicer-side library are dropped from ``sys.modules`` first and come back fresh (MONAIAuto3DSeg
+        reloads its Lib the same way). A running adaptation is stopped: its process object is the old code's."""
+        if self._adaptation:
+            self._adaptation.stop()
+        for name in [name for name in sys.modules if name.partition(".")[0] in RELOADED_PACKAGES]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""

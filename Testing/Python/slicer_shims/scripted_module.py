@@ -1,12 +1,13 @@
 """Stand-ins for ``slicer.ScriptedLoadableModule``'s base classes, as far as a module's own code relies on them,
 mirroring Slicer v5.10.0 (c01481fb) Base/Python/slicer/ScriptedLoadableModule.py."""
 
+import importlib.util
 import os
 import sys
 import unittest
 
 import slicer
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QVBoxLayout
 
 __all__ = ["ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
            "ScriptedLoadableModuleTest"]
@@ -37,6 +38,17 @@ class ScriptedLoadableModuleWidget:
         if parent is None:
             self.setup()
             self.parent.show()
+
+    def onReload(self) -> None:
+        """The developer section's Reload: ``slicer.util.reloadScriptedModule`` (Base/Python/slicer/util.py
+        v5.10.0, reloadScriptedModule) executes the module's file again as a fresh module under the same name; the
+        modules it imports stay cached. Rebuilding the panel, its second half, needs the application's module
+        representation and is left out here."""
+        path = sys.modules[self.__module__].__file__
+        spec = importlib.util.spec_from_file_location(self.moduleName, path)
+        reloaded = importlib.util.module_from_spec(spec)
+        sys.modules[self.moduleName] = reloaded
+        spec.loader.exec_module(reloaded)
 
     def resourcePath(self, filename: str) -> str:
         """Resources/<filename> beside the module's .py file, as Slicer resolves it."""
