@@ -709,7 +709,8 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return method if strength == 1.0 else f"{method} {strength:.0%}"
 
     def compare(self, inputVolume: vtkMRMLScalarVolumeNode, methods: Sequence[str], *, device: str = "auto",
-                batchSize: int = 4, strength: float = 1.0, progressFor: Optional[Callable[[str], Callable[[int, int], None]]] = None,
+                batchSize: int = 4, strength: float = 1.0,
+                progressFor: Optional[Callable[[str], Callable[[int, int], None]]] = None,
                 cancel: Optional[Callable[[], bool]] = None) -> dict:
         """The volume of each method at ``strength`` (method name -> volume node), computing only those not computed
         before; the input stays the input."""
@@ -793,9 +794,10 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         while folder.exists():  # a second export within the same second
             copy += 1
             folder = stamped.with_name(f"{stamped.name}-{copy}")
+        label = self.methodLabel(method, volume)
         return mrml.export_derived_series(volume, mrml.source_files(source, fileForInstance), folder,
                                           derivation_description=derivation,
-                                          series_description_suffix=f" [LDCTDenoise {self.methodLabel(method, volume)}]",
+                                          series_description_suffix=f" [LDCTDenoise {label}]",
                                           progress=progress, cancel=cancel)
 
     @staticmethod

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from .atomic import atomic_file
 from .errors import WeightsError
+from .model_card import CARD_FORMAT, card_schema, check_card_layout
 from .normalization import check_card
 
 if TYPE_CHECKING:
@@ -28,8 +29,7 @@ if TYPE_CHECKING:
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 DEFAULT_MODEL = "cpce2d-mayo-d45"
-REQUIRED_CARD_KEYS = ("name", "file", "sha256", "architecture", "normalization", "training", "losses", "validation",
-                      "command")
+REQUIRED_CARD_KEYS = tuple(card_schema()["required"])  # model_card.schema.json
 
 
 def user_profiles_dir() -> Path:
@@ -70,7 +70,7 @@ class ModelEntry:
 
 
 def read_card(card_path: Path) -> dict:
-    """Parse and validate a model card; the error names the file and what is wrong."""
+    """Parse a model card and check it against ``model_card.schema.json``; the error names the file and the field."""
     try:
         card = json.loads(Path(card_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -79,9 +79,7 @@ def read_card(card_path: Path) -> dict:
         raise WeightsError(f"Model card {card_path} cannot be read: {error}") from None
     if not isinstance(card, dict):
         raise WeightsError(f"Model card {card_path} is not a JSON object.")
-    missing = [key for key in REQUIRED_CARD_KEYS if key not in card]
-    if missing:
-        raise WeightsError(f"Model card {card_path} lacks {', '.join(missing)}.")
+    check_card_layout(card, card_path)
     return card
 
 
@@ -173,7 +171,8 @@ def load_weights(card_path: Path, device: Optional[torch.device] = None) -> CPCE
 def save_model(model: CPCE2D, card: dict, directory: Path) -> Path:
     """Write ``<name>.pt`` and ``<name>.json`` atomically (temp file + rename); returns the card path.
 
-    The card's ``file``, ``sha256``, ``architecture`` and ``normalization`` are filled in here so they always match.
+    The card's ``card_format``, ``file``, ``sha256``, ``architecture`` and ``normalization`` are filled in here so
+    they always match; a card that would not pass ``model_card.schema.json`` is refused before anything is written.
     """
     import torch
 
@@ -190,10 +189,9 @@ def save_model(model: CPCE2D, card: dict, directory: Path) -> Path:
     with atomic_file(card_path) as temp_card, atomic_file(weights_path) as temp_weights:
         with open(temp_weights, "wb") as stream:  # given a path, torch would name its archive after the random name
             torch.save(state, stream)
-        full_card = dict(card, file=weights_path.name, sha256=sha256_file(temp_weights),
-                         architecture=dict(ARCHITECTURE_CARD), normalization=dict(NORMALIZATION_CARD))
-        missing = [key for key in REQUIRED_CARD_KEYS if key not in full_card]
-        if missing:
-            raise WeightsError(f"Cannot save model '{name}': its card lacks {', '.join(missing)}.")
+        full_card = {"card_format": CARD_FORMAT, **{key: value for key, value in card.items() if key != "card_format"},
+                     "file": weights_path.name, "sha256": sha256_file(temp_weights),
+                     "architecture": dict(ARCHITECTURE_CARD), "normalization": dict(NORMALIZATION_CARD)}
+        check_card_layout(full_card, f"'{name}' (not saved)")  # a card that would not load is never written
         temp_card.write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
     return card_path

@@ -79,7 +79,7 @@ def test_card_without_required_keys_or_broken_json_is_refused(saved):
     card = json.loads(card_path.read_text())
     del card["sha256"]
     card_path.write_text(json.dumps(card))
-    with pytest.raises(WeightsError, match="lacks sha256"):
+    with pytest.raises(WeightsError, match="lacks the field 'sha256'"):
         registry.load("tiny")
     card_path.write_text("{not json")
     with pytest.raises(WeightsError, match="cannot be read"):

@@ -30,7 +30,8 @@ def shipped_files(module_dir: Path) -> set[str]:
     """What the module folder ships: the module script, the engine package and every resource."""
     files = {"LDCTDenoise.py"}
     for package in ("LDCTDenoiseLib", "LDCTDenoiseSlicerLib"):
-        files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / package).rglob("*.py")}
+        files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / package).rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")}
     files |= {p.relative_to(module_dir).as_posix() for p in (module_dir / "Resources").rglob("*") if p.is_file()}
     return files
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-GAN_LOSSES = ("bce", "lsgan")
+from .settings import GAN_LOSSES
 
 
 class AlignmentDiscriminator(nn.Module):

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-MASK_KINDS = ("none", "fixed", "bernoulli", "adaptive")
+from .settings import MASK_KINDS
+
 LOG_POWER_FLOOR = 1e-12
 
 

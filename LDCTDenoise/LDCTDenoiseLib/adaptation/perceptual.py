@@ -20,9 +20,9 @@ from torch.nn import functional as F
 from ..errors import WeightsError
 from ..model_registry import sha256_file
 from ..normalization import HU_MIN, HU_RANGE
+from .settings import DEFAULT_PERCEPTUAL_LAYER as DEFAULT_LAYER
 
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-DEFAULT_LAYER = 35  # relu5_4
 PERCEPTUAL_WINDOW_HU = (-1000.0, 400.0)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -7,7 +7,6 @@ them (``SUPPORTED_PAIRS``, checked by the tests); anything else raises, as Slice
 """
 
 import enum
-import pathlib
 import typing
 from dataclasses import dataclass
 
