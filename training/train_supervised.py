@@ -313,10 +313,16 @@ def main(argv: list[str] | None = None) -> None:
         config["output_dir"] = config["ship_to"] = config["output_dir"] + "-quick"
     processes = start_processes()
     command = launch_command(processes) + " " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    distributed = dist.is_available() and dist.is_initialized()
     try:
         train(config, args.config.resolve(), command, processes)
+        if distributed:
+            # The other processes return right after the last step while process 0 validates and saves; one that
+            # destroyed the process group meanwhile sometimes aborted in gloo's teardown ("terminate called without
+            # an active exception", exit -6). They all leave together instead.
+            dist.barrier()
     finally:
-        if dist.is_available() and dist.is_initialized():
+        if distributed:
             dist.destroy_process_group()
 
 

@@ -82,11 +82,11 @@ def run_training(launcher: list[str], folder: Path, data_root: Path) -> subproce
     """Train once, as one process (``launcher`` empty) or through torchrun.
 
     ``--standalone`` rendezvous on ``localhost:0``, a port the OS picks, and the workers use the launcher's store,
-    so two runs cannot collide on a port. One two-process run in twelve once aborted with "terminate called without
-    an active exception" (exit -6: a C++ thread ended by std::terminate, not a Python error), which did not recur in
-    18 reruns (6 in the mutation audit, 12 of the same torchrun command in a loop). Such a crash before training
-    started is retried once, with a warning; PYTHONFAULTHANDLER dumps every thread's Python stack if a worker aborts
-    again, so the next occurrence says where it happened.
+    so two runs cannot collide on a port. A worker used to abort now and then with "terminate called without an
+    active exception" (exit -6) after training: process 1 destroyed the process group while process 0 was still
+    validating; train_supervised now holds them at a barrier first. A crash before training started is
+    infrastructure, not the code under test: it is retried once, with a warning. PYTHONFAULTHANDLER dumps every
+    thread's Python stack if a worker aborts again.
     """
     python_path = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "LDCTDenoise"), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, PYTHONPATH=python_path, OMP_NUM_THREADS="1",  # torchrun's default; no warning
