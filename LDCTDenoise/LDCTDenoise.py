@@ -95,10 +95,13 @@ class AdaptMethod(enum.Enum):
 
     NOISE_MATCHING = "noise-matching"
     ALIGNMENT = "alignment"
+    RECORRUPTION = "recorruption"
 
     def label(self) -> str:
         return {AdaptMethod.NOISE_MATCHING: _("Match the target's noise (recommended)"),
-                AdaptMethod.ALIGNMENT: _("Semantic alignment (paper)")}[self]
+                AdaptMethod.ALIGNMENT: _("Semantic alignment (paper)"),
+                AdaptMethod.RECORRUPTION: _("Learn from the scans themselves (recorruption; keeps the starting model "
+                                            "unless it helps)")}[self]
 
 
 class AdaptMask(enum.Enum):
@@ -501,7 +504,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def adaptationSettings(self) -> dict:
         """The panel's adaptation settings under the engine's names (LDCTDenoiseLib.adaptation.AdaptationConfig)."""
         parameterNode = self._parameterNode
-        return {"steps": parameterNode.adaptSteps, "learning_rate": parameterNode.learningRate,
+        return {"method": parameterNode.adaptMethod.value,
+                "steps": parameterNode.adaptSteps, "learning_rate": parameterNode.learningRate,
                 "adversarial_weight": parameterNode.adversarialWeight, "anchor_weight": parameterNode.anchorWeight,
                 "mask": parameterNode.mask.value, "match_target_noise": parameterNode.matchTargetNoise,
                 "device": parameterNode.device.value}
@@ -558,13 +562,17 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
         event = adaptation.lastEvent
         try:
-            if event.get("event") == "done":
+            if event.get("event") == "done" and event.get("kept") == "start":  # the loss curve so far stays shown
+                self.ui.adaptStatusLabel.setText(" ".join(text for text in (event.get("gain"), _(
+                    "No profile was saved.")) if text))
+            elif event.get("event") == "done":
                 self.showLossCurve(Path(event["curve"]))
                 self.refreshMethods()
                 self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findText(event["name"]))
                 saved = _("Saved the profile '{name}' after {seconds:.0f} s of adaptation; it is selected under "
                           "Model and listed in Compare.").format(name=event["name"], seconds=event["wall_time_s"])
-                self.ui.adaptStatusLabel.setText(" ".join(text for text in (saved, event.get("noise")) if text))
+                texts = (saved, event.get("noise"), event.get("gain"))
+                self.ui.adaptStatusLabel.setText(" ".join(text for text in texts if text))
             elif adaptation.cancelRequested:
                 self.ui.adaptStatusLabel.setText(_("Cancelled; no profile was saved."))
             else:
@@ -615,7 +623,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     INPUT_REFERENCE_ROLE = "LDCTDenoiseInput"
     # The engine's names of the settings an adaptation method sets, and the parameter node's.
     ADAPTATION_SETTING_PARAMETERS = {"adversarial_weight": "adversarialWeight", "anchor_weight": "anchorWeight",
-                                     "match_target_noise": "matchTargetNoise"}
+                                     "match_target_noise": "matchTargetNoise", "learning_rate": "learningRate"}
 
     def __init__(self) -> None:
         """Called when the logic class is instantiated. Can be used for initializing member variables."""
@@ -810,10 +818,12 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return executable
 
     def adaptationMethodSettings(self, method: str) -> dict:
-        """The engine's settings of one adaptation method, under the parameter node's names."""
+        """The engine's settings of one adaptation method that the panel shows, under the parameter node's names (the
+        others travel with the method's name)."""
         from LDCTDenoiseLib.adaptation import method_settings
 
-        return {self.ADAPTATION_SETTING_PARAMETERS[name]: value for name, value in method_settings(method).items()}
+        return {self.ADAPTATION_SETTING_PARAMETERS[name]: value for name, value in method_settings(method).items()
+                if name in self.ADAPTATION_SETTING_PARAMETERS}
 
     def startAdaptation(self, targetVolumes: Sequence[vtkMRMLScalarVolumeNode], profileName: str, baseModel: str,
                         settings: dict, onEvent: Callable[[dict], None],
@@ -831,8 +841,9 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             raise ValueError(_("Tick at least one loaded scan of the new scanner."))
         jobDir = Path(tempfile.mkdtemp(prefix="LDCTDenoiseAdapt-"))
         try:
+            # the in-plane pixel size (GetSpacing is column, row, slice) for each scan's noise model
             prepare_job(jobDir, [mrml.array_from_volume(volume) for volume in targetVolumes], profileName, baseModel,
-                        settings)
+                        settings, pixel_mm=[float(volume.GetSpacing()[0]) for volume in targetVolumes])
             process = AdaptationProcess(jobDir, onEvent, onFinished)
             process.start(self.pythonSlicerExecutable(), os.path.dirname(os.path.abspath(__file__)))
         except BaseException:

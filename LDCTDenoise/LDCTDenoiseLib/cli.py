@@ -240,10 +240,12 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     registry = ModelRegistry()
     check_profile_name(args.name, registry)
     chosen = {"adversarial_weight": args.adversarial_weight, "anchor_weight": args.anchor_weight,
-              "match_target_noise": args.match_target_noise}  # None: the method's setting
+              "match_target_noise": args.match_target_noise, "recorruption_alpha": args.alpha,
+              "learning_rate": args.learning_rate,
+              "holdout_share": args.holdout_share}  # None: the method's setting
     settings = dict(method_settings(args.method), **{key: value for key, value in chosen.items() if value is not None})
     config = AdaptationConfig(name=args.name, base_model=args.base_model, steps=args.steps,
-                              learning_rate=args.learning_rate, mask=args.mask,
+                              mask=args.mask,
                               perceptual_weights=str(args.vgg19_weights) if args.vgg19_weights else None,
                               seed=args.seed, device=args.device,
                               command="ldct-denoise " + " ".join(shlex.quote(a) for a in args.argv), **settings)
@@ -251,9 +253,17 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     volumes = [_read(args, bars, folder, None, f"target {index + 1}") for index, folder in enumerate(args.targets)]
     checked_target_volumes([volume.hu for volume in volumes], config.patch_size,
                            noise_regions=config.match_target_noise)  # before the source pairs are simulated
-    source = phantom_source_bank(progress=bars("simulate source pairs (once, then cached)"))
-    result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt"))
+    source = (phantom_source_bank(progress=bars("simulate source pairs (once, then cached)")) if config.uses_source
+              else None)
+    result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt"),
+                   target_pixel_mm=[float(volume.spacing[1]) for volume in volumes])
     bars.close()
+    if result.gain is not None:
+        print(result.gain.sentence(args.base_model))
+    if not result.keep_adapted and not args.save_anyway:
+        print(f"No profile saved: keep using {args.base_model} for these scans (--save-anyway saves the adapted "
+              f"model all the same).")
+        return 0
     card_path, curve = save_adapted_profile(result, args.base_model)
     print(f"Adapted {args.base_model} to {len(volumes)} series in {result.card['training']['wall_time_s']:.0f} s; "
           f"saved profile '{args.name}' ({card_path}) and its loss curve ({curve}).")
@@ -334,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--from", dest="base_model", default=DEFAULT_MODEL, help="model to start from "
                                                                                  "(default %(default)s)")
     adapt.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default %(default)s)")
-    adapt.add_argument("--learning-rate", type=float, default=5e-5, help="denoiser learning rate")
+    adapt.add_argument("--learning-rate", type=float, help="denoiser learning rate (default: the method's; "
+                                                           "recorruption 1e-5, the others 5e-5)")
     adapt.add_argument("--method", choices=tuple(ADAPTATION_METHODS), default=DEFAULT_METHOD,
                        help="noise-matching: give the source pairs the extra noise measured in the target scans (for "
                             "a noisier scanner or a lower dose); alignment: the paper's adversarial alignment of "
@@ -350,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--match-target-noise", action=argparse.BooleanOptionalAction,
                        help="add the target's extra noise to the source pairs (on with noise-matching; "
                             "--match-target-noise with --method alignment combines the two)")
+    adapt.add_argument("--alpha", type=float, help="recorruption: the share of a noise draw added to the input "
+                                                   "(default: the method's, 0.5)")
+    adapt.add_argument("--holdout-share", type=float, help="share of each target's slices held out of training to "
+                                                           "estimate the gain without a reference (recorruption: "
+                                                           "0.15; 0 turns the estimate off)")
+    adapt.add_argument("--save-anyway", action="store_true", help="save the profile even when the held-out slices "
+                                                                  "show no clear gain over the starting model")
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
 

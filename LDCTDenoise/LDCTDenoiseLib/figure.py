@@ -34,6 +34,7 @@ ROI_COLOUR = "#ffb000"
 # order they are drawn. "critic" is the discriminator's own loss, the other terms are the denoiser's.
 LOSS_TERM_NAMES = {
     "loss": "total",
+    "recorruption": "recorruption (MSE)",
     "reconstruction": "reconstruction (MSE)",
     "perceptual": "perceptual (VGG-19)",
     "adversarial": "adversarial",

@@ -224,6 +224,11 @@ def noise_level_map(volume: np.ndarray, masks: np.ndarray, high_pass_share: floa
     return level, counts
 
 
+def radial_bins(roi_size: int, n_bins: Optional[int] = N_BINS) -> Optional[int]:
+    """``n_bins``, or fewer for small ROIs (the NPS's annuli cannot be narrower than the ROI's frequency step)."""
+    return None if n_bins is None else min(n_bins, int(np.floor(np.sqrt(2.0) / 2.0 * roi_size)))
+
+
 def estimate_noise(volume: np.ndarray, pixel_mm: float, roi_size: int = ROI_SIZE_PX,
                    masks: Optional[np.ndarray] = None, n_bins: Optional[int] = N_BINS) -> NoiseEstimate:
     """Reference-free noise model of a float HU series (z, y, x) with square pixels of ``pixel_mm``.
@@ -247,7 +252,7 @@ def estimate_noise(volume: np.ndarray, pixel_mm: float, roi_size: int = ROI_SIZE
         # large pixels or a small patient: smaller ROIs (coarser NPS bins) rather than no estimate
         roi_size = SMALL_ROI_SIZE_PX
         rois = _soft_tissue_rois(volume, masks, roi_size)
-    freqs, measured = noise_power_spectrum(rois, pixel_mm, n_bins=n_bins)
+    freqs, measured = noise_power_spectrum(rois, pixel_mm, n_bins=radial_bins(roi_size, n_bins))
     noise, cutoff, amplitude, separated = noise_spectrum(freqs, measured, DETREND_BINS / (roi_size * pixel_mm))
     nps2d = _radial_gain_2d(noise_power_spectrum_2d(rois, pixel_mm), pixel_mm, freqs, measured, noise)
     summary = nps_summary(freqs, noise)

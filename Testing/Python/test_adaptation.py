@@ -283,8 +283,9 @@ def test_without_the_adversarial_term_the_critic_is_skipped_and_unreported_but_t
 
 
 def test_used_loss_terms_follow_the_weights_and_each_has_a_legend_name():
-    everything = AdaptationConfig(perceptual_weights="vgg19.pth")
+    everything = AdaptationConfig(perceptual_weights="vgg19.pth", recorruption_weight=1.0)
     assert used_loss_terms(everything) == tuple(LOSS_TERM_NAMES)  # a new term must get a name in the loss curve
+    assert used_loss_terms(AdaptationConfig(**method_settings("recorruption"))) == ("loss", "recorruption")
     assert used_loss_terms(AdaptationConfig(**method_settings("noise-matching"))) == ("loss", "reconstruction",
                                                                                       "anchor")
     assert used_loss_terms(AdaptationConfig(**method_settings("alignment"))) == (

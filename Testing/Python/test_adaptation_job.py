@@ -123,3 +123,16 @@ def test_job_failure_reaches_the_caller_as_an_error_event(profile, tmp_path):
     event, = events_of(result.stdout)
     assert event["event"] == "error" and "tiny" in event["message"]
     assert "new" not in ModelRegistry().names()
+
+
+def test_a_recorruption_job_without_a_clear_gain_keeps_the_starting_model_and_says_so(profile, tmp_path):
+    settings = {"method": "recorruption", "steps": 2, "patch_size": 32, "batch_size": 4, "device": "cpu"}
+    job = prepare_job(tmp_path / "job", [phantom_hu(7, 192)], "unchanged", "tiny", settings, pixel_mm=[0.7])
+    events = []
+    assert job_module.run_job(job, events.append) == 0, events[-1]
+    assert not [event for event in events if event["event"] == "source"]  # the target scans alone
+    steps = [event for event in events if event["event"] == "step"]
+    assert [list(event["losses"]) for event in steps] == [["loss", "recorruption"]] * 2
+    done = events[-1]
+    assert done["event"] == "done" and done["kept"] == "start" and "tiny is kept" in done["gain"]
+    assert "unchanged" not in ModelRegistry().names()

@@ -378,3 +378,24 @@ def test_adapt_matches_the_target_noise_by_default_and_records_it_in_the_profile
     assert card["training"]["method"].startswith("target-noise matching")
     assert card["training"]["target_noise_matching"]["target_noise_sd_hu"] > 0
     assert "Noise measured in flat soft tissue" in capsys.readouterr().out
+
+
+def test_adapt_by_recorruption_saves_no_profile_without_a_clear_gain_unless_asked(profile, tmp_path, monkeypatch,
+                                                                                   capsys):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    target = tmp_path / "target"
+    write_ct_series(target, phantom_hu(n_slices=7, size=192), pixel_spacing=(0.7, 0.7))
+    before = snapshot(target)
+    arguments = ["adapt", str(target), "--from", profile, "--method", "recorruption", "--steps", "2", "--device", "cpu",
+                 "--quiet"]
+    # two steps at the method's rate leave the model as it was: no gain to show on the held-out slice
+    assert main([*arguments, "--name", "same-as-before"]) == 0
+    out = capsys.readouterr().out
+    assert "Estimated gain on 1 held-out slices" in out and f"{profile} is kept" in out
+    assert "No profile saved" in out and not (tmp_path / "profiles" / "same-as-before.json").exists()
+    assert not (tmp_path / "cache").exists()  # no phantom source pairs were simulated
+    assert main([*arguments, "--name", "kept-anyway", "--save-anyway"]) == 0
+    card = json.loads((tmp_path / "profiles" / "kept-anyway.json").read_text())
+    assert card["validation"]["estimated_gain"]["kept"] == "start"
+    assert card["training"]["config"]["recorruption_weight"] == 1.0 and card["training"]["held_out"]["slices"] == [[3]]
+    assert snapshot(target) == before

@@ -632,7 +632,8 @@ def test_adapt_settings_start_at_the_engines_default_method(widget):
     engine = AdaptationConfig(**method_settings(DEFAULT_METHOD))
     assert widget._parameterNode.adaptMethod.value == DEFAULT_METHOD
     assert widget.adaptationSettings() == {
-        "steps": engine.steps, "learning_rate": engine.learning_rate, "adversarial_weight": engine.adversarial_weight,
+        "method": DEFAULT_METHOD, "steps": engine.steps, "learning_rate": engine.learning_rate,
+        "adversarial_weight": engine.adversarial_weight,
         "anchor_weight": engine.anchor_weight, "mask": engine.mask, "match_target_noise": engine.match_target_noise,
         "device": "cpu"}
 
@@ -651,3 +652,21 @@ def test_choosing_a_method_puts_its_settings_into_the_advanced_ones(widget):
     assert widget.ui.anchorWeightSpinBox.value() == 0.1 and not widget.ui.matchTargetNoiseCheckBox.isChecked()
     widget.ui.anchorWeightSpinBox.setValue(0.25)  # still editable after the choice
     assert widget.adaptationSettings()["anchor_weight"] == 0.25
+
+
+def test_recorruption_reaches_the_engine_with_the_settings_the_panel_does_not_show(widget):
+    from LDCTDenoiseLib.adaptation import method_settings
+    from LDCTDenoiseLib.adaptation.job import _config
+
+    combo = widget.ui.adaptMethodComboBox
+    index = combo.findText(module.AdaptMethod.RECORRUPTION.label())
+    combo.setCurrentIndex(index)
+    combo.activated.emit(index)
+    settings = widget.adaptationSettings()
+    assert settings["method"] == "recorruption" and settings["learning_rate"] == method_settings("recorruption")[
+        "learning_rate"]
+    config = _config("new", "tiny", settings)  # as the background job builds it
+    engine = method_settings("recorruption")
+    assert (config.recorruption_weight, config.recorruption_alpha, config.holdout_share, config.lambda_rec) == (
+        engine["recorruption_weight"], engine["recorruption_alpha"], engine["holdout_share"], engine["lambda_rec"])
+    assert not config.uses_source

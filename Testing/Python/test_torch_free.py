@@ -41,9 +41,10 @@ def test_cli_models_help_and_adaptation_settings_do_not_import_torch(tmp_path):
     assert out["after_import"] is False, "importing LDCTDenoiseLib.cli imported torch"
     assert out["torch"] == [], f"listing models, --help or the adaptation settings imported {out['torch']}"
     assert out["status"] == 0 and "cpce2d" in out["listing"].lower()
-    assert out["default"] in out["methods"] and set(out["methods"]) == {"noise-matching", "alignment"}
+    assert out["default"] in out["methods"] and set(out["methods"]) == {"noise-matching", "alignment",
+                                                                                          "recorruption"}
     assert all(name in out["help"] for name in out["methods"])  # --method's choices come from the one table
-    assert out["configs"] == {"noise-matching": True, "alignment": False}
+    assert out["configs"] == {"noise-matching": True, "alignment": False, "recorruption": False}
 
 
 def test_adaptation_names_are_one_table(tmp_path):

@@ -74,29 +74,41 @@ from ..normalization import HU_RANGE, hu_to_model
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .discriminator import AlignmentDiscriminator, discriminator_loss, generator_loss
 from .frequency_mask import FrequencyMask, apply_mask
+from .gain import GainEstimate, body_outline, estimate_gain
 from .noise_matching import NoiseMatcher, estimate_nps_2d
 from .patches import BodyPatchSampler
 from .perceptual import PerceptualLoss
+from .recorruption import Recorruptor, split_holdout
 from .settings import (ADAPTATION_METHODS, ALIGNMENT, DEFAULT_METHOD, DISCRIMINATOR_REAL, GAN_LOSSES,
-                       LEARNING_RATE_SCHEDULES, MASK_KINDS, MASK_LEARNERS, NOISE_MATCHING, AdaptationConfig,
-                       describe_method, method_settings, used_loss_terms)
+                       LEARNING_RATE_SCHEDULES, MASK_KINDS, MASK_LEARNERS, NOISE_MATCHING, RECORRUPTION,
+                       AdaptationConfig, describe_method, method_settings, used_loss_terms)
 from .source import SourcePairs, phantom_source_bank
+from .target_noise import TargetNoise, check_draws
 
 __all__ = ["ADAPTATION_METHODS", "ALIGNMENT", "DEFAULT_METHOD", "DISCRIMINATOR_REAL", "GAN_LOSSES",
-           "LEARNING_RATE_SCHEDULES", "MASK_KINDS", "MASK_LEARNERS", "NOISE_MATCHING", "AdaptationConfig",
+           "LEARNING_RATE_SCHEDULES", "MASK_KINDS", "MASK_LEARNERS", "NOISE_MATCHING", "RECORRUPTION",
+           "AdaptationConfig",
            "AdaptationResult", "adapt", "checked_target_volumes", "describe_method", "method_settings",
            "used_loss_terms"]
 
 ADAM_BETAS = (0.5, 0.999)
+DEFAULT_PIXEL_MM = 0.7  # a target's pixel size when the caller does not give it (the Mayo series: 0.66-0.82 mm)
 
 
 @dataclass
 class AdaptationResult:
-    """The adapted copy of the model (CPU, eval mode), its card for ``save_model`` and one loss row per step."""
+    """The adapted copy of the model (CPU, eval mode), its card for ``save_model``, one loss row per step, and the
+    label-free estimate of its gain over the starting model (None without held-out slices)."""
 
     model: torch.nn.Module
     card: dict
     history: list[dict] = field(default_factory=list)
+    gain: Optional[GainEstimate] = None
+
+    @property
+    def keep_adapted(self) -> bool:
+        """False when held-out slices showed no clear gain: the front ends then keep the starting model."""
+        return self.gain is None or self.gain.keep_adapted
 
 
 def checked_target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray], patch_size: int,
@@ -133,11 +145,16 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
           source: Optional[SourcePairs | tuple[np.ndarray, np.ndarray]] = None,
           progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
           on_step: Optional[Callable[[dict], None]] = None,
-          monitor: Optional[Callable[[torch.nn.Module], dict]] = None, monitor_every: int = 0) -> AdaptationResult:
+          monitor: Optional[Callable[[torch.nn.Module], dict]] = None, monitor_every: int = 0,
+          target_pixel_mm: Optional[Sequence[float]] = None) -> AdaptationResult:
     """Adapt a copy of ``model`` to the unlabeled ``target_volumes`` (float32 HU, (z, y, x)); ``model`` is untouched.
 
     ``source`` gives explicit (low-dose, normal-dose) HU pairs; without it the phantom bank of ``source.py`` is built
-    (or read from its cache; build it beforehand with :func:`phantom_source_bank` to show that step's progress).
+    (or read from its cache; build it beforehand with :func:`phantom_source_bank` to show that step's progress),
+    unless the settings use no source pairs (recorruption). ``target_pixel_mm`` gives each target's pixel size for
+    its noise model (recorruption and the gain estimate; 0.7 mm when not given). With ``config.holdout_share`` that
+    share of each target's slices is left out of training and the gain over ``model`` estimated on it
+    (``AdaptationResult.gain``).
     ``progress(step, steps)`` is called after every step and ``cancel()`` checked before each one
     (:class:`CancelledError`); ``on_step(row)`` receives each step's losses, for a live loss curve.
     ``monitor(denoiser)`` (eval mode, no gradients) runs every ``monitor_every`` steps and its numbers join that
@@ -147,21 +164,47 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
     monitor's numbers.
     """
     config = config or AdaptationConfig()
-    targets = checked_target_volumes(target_volumes, config.patch_size)
-    if source is None:
+    all_targets = checked_target_volumes(target_volumes, config.patch_size)
+    pixel_mm = [float(size) for size in target_pixel_mm] if target_pixel_mm else [DEFAULT_PIXEL_MM] * len(all_targets)
+    if len(pixel_mm) != len(all_targets):
+        raise LDCTDenoiseError(f"Got {len(pixel_mm)} pixel sizes for {len(all_targets)} target volumes.")
+    targets, held_out, held_out_slices = split_holdout(all_targets, config.holdout_share)
+    noises: list[Optional[TargetNoise]] = [None] * len(all_targets)
+    if config.recorruption_weight > 0 or any(len(volume) for volume in held_out):
+        noises = [TargetNoise.of(volume, size) for volume, size in zip(all_targets, pixel_mm)]
+    recorruptor, noise_checks = None, []
+    if config.recorruption_weight > 0:
+        noise_checks = [check_draws(noise, volume, config.seed, f"target series {index + 1}")
+                        for index, (noise, volume) in enumerate(zip(noises, all_targets))]
+        recorruptor = Recorruptor(noises, config.recorruption_alpha)
+    if not config.uses_source:
+        source = None
+    elif source is None:
         source = phantom_source_bank(config.source_slices, config.source_size, config.source_pixel_mm,
                                      config.source_seed, cancel=cancel)
     elif not isinstance(source, SourcePairs):
         source = SourcePairs(*source)
     device = select_device(config.device)
     rng = np.random.default_rng(config.seed)
-    source_sampler = BodyPatchSampler([(source.low_dose, source.normal_dose)], config.patch_size, rng, body_from=1)
-    target_sampler = BodyPatchSampler([(volume,) for volume in targets], config.patch_size, rng)
+    source_sampler = (BodyPatchSampler([(source.low_dose, source.normal_dose)], config.patch_size, rng, body_from=1)
+                      if source is not None else None)
+    # With recorruption each target patch comes with its noise level map, cut, flipped and rotated alike, and is
+    # centred anywhere inside the body outline: the model learns from the scans alone, so lungs and bone must be seen
+    # too (centres above -500 HU only left the lungs to drift: on the 5 % dose target the error in the body outside
+    # the window's tissue tripled).
+    target_sampler = BodyPatchSampler([(volume, noise.levels[np.setdiff1d(np.arange(len(noise.levels)), picks)])
+                                       if recorruptor is not None else (volume,)
+                                       for volume, noise, picks in zip(targets, noises, held_out_slices)],
+                                      config.patch_size, rng, body_from=0,
+                                      centre_masks=[body_outline(volume) for volume in targets]
+                                      if recorruptor is not None else None)
 
     perceptual = None
-    if config.perceptual_weights:
+    if config.perceptual_weights and source is not None:
         perceptual = PerceptualLoss(config.perceptual_weights, config.perceptual_layer).to(device)
         perceptual_card = perceptual.card()
+    elif source is None:
+        perceptual_card = {"enabled": False, "reason": "no source pairs are used"}
     else:
         warnings.warn("No VGG-19 weights file given: the perceptual loss is off (lambda_per ignored); the model "
                       "card records it.", UserWarning, stacklevel=2)
@@ -176,8 +219,8 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         mask = FrequencyMask(config.mask, config.mask_bands, config.fixed_cutoff, config.bernoulli_keep,
                              config.mask_binary).to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    matcher = (NoiseMatcher([source.low_dose], targets, config.patch_size, device) if config.match_target_noise
-               else None)
+    matcher = (NoiseMatcher([source.low_dose], targets, config.patch_size, device)
+               if config.match_target_noise and source is not None else None)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=config.learning_rate, betas=ADAM_BETAS)
     discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.discriminator_learning_rate,
                                                betas=ADAM_BETAS)
@@ -208,14 +251,28 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         if config.learning_rate_schedule == "cosine":  # from learning_rate at step 1 to 0 at the last step
             progress_share = (step - 1) / max(config.steps - 1, 1)
             optimizer.param_groups[0]["lr"] = config.learning_rate * 0.5 * (1.0 + np.cos(np.pi * progress_share))
-        low_source, normal_source = (torch.from_numpy(p).to(device) for p in source_sampler.sample(config.batch_size))
-        if matcher is not None:
-            low_source = matcher(low_source, generator)
-        low_source, normal_source = hu_to_model(low_source), hu_to_model(normal_source)
-        low_target = _to_model(target_sampler.sample(config.batch_size)[0], device)
-        output_source, output_target = denoiser(low_source), denoiser(low_target)
-        with torch.set_grad_enabled(critic):  # drawn without the critic too, so its runs share the random stream
-            pair_mask, kl = mask([low_source, low_target], generator)
+        zero = torch.zeros((), device=device)
+        if source_sampler is not None:
+            low_source, normal_source = (torch.from_numpy(p).to(device)
+                                         for p in source_sampler.sample(config.batch_size))
+            if matcher is not None:
+                low_source = matcher(low_source, generator)
+            low_source, normal_source = hu_to_model(low_source), hu_to_model(normal_source)
+        target_patches, target_stacks = target_sampler.sample_with_stacks(config.batch_size)
+        target_hu = torch.from_numpy(target_patches[0]).to(device)
+        low_target = hu_to_model(target_hu)
+        if source_sampler is not None:
+            output_source, output_target = denoiser(low_source), denoiser(low_target)
+            with torch.set_grad_enabled(critic):  # drawn without the critic too, so its runs share the random stream
+                pair_mask, kl = mask([low_source, low_target], generator)
+        else:
+            output_target = denoiser(low_target) if anchor is not None else None
+            pair_mask, kl = torch.ones((), device=device), zero
+        if recorruptor is not None:
+            levels = torch.from_numpy(target_patches[1]).to(device)
+            recorruption = recorruptor.loss(denoiser, *recorruptor.pairs(target_hu, levels, target_stacks, generator))
+        else:
+            recorruption = zero
 
         if critic:  # critic step (with the mask encoder when it plays on the critic's side)
             real = normal_source if config.discriminator_real == "source_reference" else output_source.detach()
@@ -235,10 +292,10 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
             denoiser_mask = pair_mask.detach() if encoder_with_critic else pair_mask
             adversarial = generator_loss(discriminator(masked(output_target, denoiser_mask)), config.gan_loss)
         else:
-            critic_loss = adversarial = torch.zeros((), device=device)
+            critic_loss = adversarial = zero
 
-        # denoiser step: L_all = w_adv·L_adv + λ0·L_rec + λ1·L_per + w_anchor·L_anchor
-        reconstruction = F.mse_loss(output_source, normal_source)
+        # denoiser step: L_all = w_adv·L_adv + λ0·L_rec + λ1·L_per + w_anchor·L_anchor (+ w_r2r·L_recorruption)
+        reconstruction = F.mse_loss(output_source, normal_source) if source_sampler is not None else zero
         perceptual_loss = perceptual(output_source, normal_source) if perceptual is not None else torch.zeros(())
         if anchor is not None:
             with torch.no_grad():
@@ -247,7 +304,8 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         else:
             anchor_loss = torch.zeros((), device=device)
         total = (config.adversarial_weight * adversarial + config.lambda_rec * reconstruction
-                 + lambda_per * perceptual_loss.to(device) + config.anchor_weight * anchor_loss)
+                 + lambda_per * perceptual_loss.to(device) + config.anchor_weight * anchor_loss
+                 + config.recorruption_weight * recorruption)
         optimizer.zero_grad(set_to_none=True)
         if encoder_optimizer is not None:
             encoder_optimizer.zero_grad(set_to_none=True)
@@ -256,7 +314,8 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         if encoder_optimizer is not None and critic and not encoder_with_critic:
             encoder_optimizer.step()
 
-        losses = {"loss": total, "adversarial": adversarial, "reconstruction": reconstruction,
+        losses = {"loss": total, "recorruption": recorruption, "adversarial": adversarial,
+                  "reconstruction": reconstruction,
                   "perceptual": perceptual_loss, "anchor": anchor_loss, "discriminator": critic_loss, "kl": kl,
                   "mask_keep": pair_mask.mean()}
         history.append({"step": step, **{key: losses[key].item() for key in reported}})
@@ -270,9 +329,17 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         report(progress, step, config.steps)
     wall_time = time.perf_counter() - tic
 
-    denoiser = denoiser.cpu().eval()
+    denoiser = denoiser.eval()
+    gain = None
+    if any(len(volume) for volume in held_out):
+        pairs = [(volume, noise, size) for volume, noise, size in zip(held_out, noises, pixel_mm) if len(volume)]
+        # the held-out slices' own rows of each level map
+        held_noises = [_held_out_noise(noise, picks) for noise, picks in zip(noises, held_out_slices) if len(picks)]
+        gain = estimate_gain(model, denoiser, [volume for volume, _, _ in pairs], held_noises,
+                             [size for _, _, size in pairs], device, seed=config.seed, cancel=cancel)
+    denoiser = denoiser.cpu()
     n_slices = int(sum(volume.shape[0] for volume in targets))
-    source_card = source.card()
+    source_card = source.card() if source is not None else {"kind": "none (the target scans alone)"}
     card = {
         "name": config.name,
         "description": config.description or (
@@ -289,6 +356,10 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
             "patch_sampling": "centres inside the body (> -500 HU) in both domains, flips and 90-degree rotations",
             "source": source_card,
             "target_noise_matching": matcher.card if matcher is not None else {"enabled": False},
+            "recorruption": ({**recorruptor.card(), "noise_checks": noise_checks} if recorruptor is not None
+                             else {"enabled": False}),
+            "held_out": {"share": config.holdout_share,
+                         "slices": [picks.tolist() for picks in held_out_slices]},
             "target": {"volumes": len(targets), "slices": n_slices,
                        "slice_shapes": sorted({f"{v.shape[1]}x{v.shape[2]}" for v in targets}),
                        "labels": "none (unlabeled low-dose scans)"},
@@ -301,10 +372,18 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
             "device": str(device),
             "torch_version": torch.__version__,
         },
-        "losses": {"adversarial": config.adversarial_weight, "reconstruction_mse": config.lambda_rec,
+        "losses": {"recorruption_mse": config.recorruption_weight,
+                   "adversarial": config.adversarial_weight, "reconstruction_mse": config.lambda_rec,
                    "perceptual_vgg19": lambda_per, "anchor_mse": config.anchor_weight, "kl": config.kl_weight,
                    "gan_loss": config.gan_loss},
-        "validation": {},
+        "validation": {"estimated_gain": gain.summary()} if gain is not None else {},
         "command": config.command,
     }
-    return AdaptationResult(denoiser, card, history)
+    return AdaptationResult(denoiser, card, history, gain)
+
+
+def _held_out_noise(noise: TargetNoise, picks: np.ndarray) -> TargetNoise:
+    """The noise model of a series, its level map cut to the held-out slices (in their order)."""
+    held = copy.copy(noise)
+    held.levels = noise.levels[picks]
+    return held

@@ -10,8 +10,11 @@ stdout (read them back with :class:`EventReader`):
 - ``{"event": "step", "step": s, "steps": n, "losses": {...}}`` after every adaptation step, ``losses`` holding only
   the terms the chosen method uses (``adapt.used_loss_terms``), so ``{"step": s, **losses}`` rows plot as they are
   with :func:`figure.loss_curve_figure`;
-- ``{"event": "done", "name": ..., "card": ..., "curve": ..., "wall_time_s": ..., "noise": ...}``, exit status 0
-  (``noise``: the measured noise in words, empty without noise matching);
+- ``{"event": "done", "kept": "adapted", "name": ..., "card": ..., "curve": ..., "wall_time_s": ..., "noise": ...,
+  "gain": ...}``, exit status 0 (``noise``: the measured noise in words, empty without noise matching; ``gain``: the
+  label-free estimate of the gain on held-out slices in words, empty without held-out slices);
+- ``{"event": "done", "kept": "start", "wall_time_s": ..., "gain": ...}``, exit status 0: the held-out slices showed
+  no clear gain over the starting model, so no profile was saved (``settings["save_anyway"]`` saves it anyway);
 - ``{"event": "error", "message": ...}``, exit status 2 (bad input or settings) or 1 (anything else);
 - ``{"event": "cancelled"}``, exit status 130.
 
@@ -38,8 +41,12 @@ EXIT_OK, EXIT_FAILED, EXIT_INPUT_ERROR, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 def prepare_job(job_dir: Path, target_volumes: Sequence[np.ndarray], name: str, base_model: str,
-                settings: Optional[dict] = None) -> Path:
-    """Write what the job needs into the empty folder ``job_dir``; checks the name and settings first."""
+                settings: Optional[dict] = None, pixel_mm: Optional[Sequence[float]] = None) -> Path:
+    """Write what the job needs into the empty folder ``job_dir``; checks the name and settings first.
+
+    ``settings`` are AdaptationConfig fields, plus optionally ``method`` (one of ADAPTATION_METHODS, whose settings
+    the others override) and ``save_anyway``; ``pixel_mm`` each volume's in-plane pixel size.
+    """
     from ..model_registry import ModelRegistry
     from .adapt import checked_target_volumes
     from .profile import check_profile_name
@@ -49,20 +56,26 @@ def prepare_job(job_dir: Path, target_volumes: Sequence[np.ndarray], name: str, 
     registry.entry(base_model)  # an unknown base model fails here, not in the background
     config = _config(name, base_model, settings or {})
     volumes = checked_target_volumes(target_volumes, config.patch_size, noise_regions=config.match_target_noise)
+    if pixel_mm is not None and len(pixel_mm) != len(volumes):
+        raise LDCTDenoiseError(f"Got {len(pixel_mm)} pixel sizes for {len(volumes)} target volumes.")
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for index, volume in enumerate(volumes):
         files.append(f"target-{index}.npy")
         np.save(job_dir / files[-1], volume)
-    request = {"name": name, "base_model": base_model, "settings": dict(settings or {}), "targets": files}
+    request = {"name": name, "base_model": base_model, "settings": dict(settings or {}), "targets": files,
+               "pixel_mm": [float(size) for size in pixel_mm] if pixel_mm is not None else None}
     (job_dir / REQUEST_FILE).write_text(json.dumps(request, indent=2), encoding="utf-8")
     return job_dir
 
 
 def _config(name: str, base_model: str, settings: dict):
-    from .adapt import AdaptationConfig
+    from .settings import AdaptationConfig, method_settings
 
+    settings = {key: value for key, value in settings.items() if key != "save_anyway"}
+    if "method" in settings:
+        settings = dict(method_settings(settings.pop("method")), **settings)
     try:
         return AdaptationConfig(name=name, base_model=base_model, **settings)
     except TypeError as error:
@@ -117,15 +130,23 @@ def run_job(job_dir: Path, emit: Callable[[dict], None]) -> int:
         config = _config(request["name"], request["base_model"], request["settings"])
         model, _ = registry.load(request["base_model"])
         targets = [np.load(job_dir / file) for file in request["targets"]]
-        source = phantom_source_bank(config.source_slices, config.source_size, config.source_pixel_mm,
-                                     config.source_seed, cancel=cancelled,
-                                     progress=lambda done, total: emit({"event": "source", "done": done,
-                                                                        "total": total}))
+        source = None
+        if config.uses_source:
+            source = phantom_source_bank(config.source_slices, config.source_size, config.source_pixel_mm,
+                                         config.source_seed, cancel=cancelled,
+                                         progress=lambda done, total: emit({"event": "source", "done": done,
+                                                                            "total": total}))
         result = adapt(model, targets, config, source=source, cancel=cancelled,
+                       target_pixel_mm=request.get("pixel_mm"),
                        on_step=lambda row: emit({"event": "step", "step": row["step"], "steps": config.steps,
                                                  "losses": {k: v for k, v in row.items() if k != "step"}}))
         if cancelled():
             raise CancelledError("Cancelled by the user.")
+        gain = result.gain.sentence(request["base_model"]) if result.gain is not None else ""
+        if not result.keep_adapted and not request["settings"].get("save_anyway"):
+            emit({"event": "done", "kept": "start", "wall_time_s": result.card["training"]["wall_time_s"],
+                  "gain": gain})
+            return EXIT_OK
         card_path, curve = save_adapted_profile(result, request["base_model"])
     except CancelledError:
         emit({"event": "cancelled"})
@@ -137,9 +158,9 @@ def run_job(job_dir: Path, emit: Callable[[dict], None]) -> int:
         traceback.print_exc()
         emit({"event": "error", "message": f"{type(error).__name__}: {error}"})
         return EXIT_FAILED
-    emit({"event": "done", "name": request["name"], "card": str(card_path), "curve": str(curve),
+    emit({"event": "done", "kept": "adapted", "name": request["name"], "card": str(card_path), "curve": str(curve),
           "wall_time_s": result.card["training"]["wall_time_s"],
-          "noise": noise_summary(result.card["training"]["target_noise_matching"])})
+          "noise": noise_summary(result.card["training"]["target_noise_matching"]), "gain": gain})
     return EXIT_OK
 
 
