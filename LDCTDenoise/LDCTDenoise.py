@@ -135,6 +135,7 @@ class LDCTDenoiseParameterNode:
     profileName - Name of the profile the adaptation saves.
     adaptMethod - How the adaptation uses the target scans; choosing one puts its settings into the advanced ones.
     adaptSteps, learningRate - Length and step size of the adaptation's fine-tuning.
+    saveAnyway - Save the adapted profile even when its held-out slices show no clear gain over the starting model.
     adversarialWeight, anchorWeight, mask, matchTargetNoise - The adaptation's advanced settings (see the engine's
         AdaptationConfig); their defaults are the engine's default method (noise matching).
     exportVolume - The denoised volume to write as a derived DICOM series.
@@ -159,6 +160,7 @@ class LDCTDenoiseParameterNode:
     anchorWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
     mask: AdaptMask = AdaptMask.ADAPTIVE
     matchTargetNoise: bool = True
+    saveAnyway: bool = False
     exportVolume: vtkMRMLScalarVolumeNode
     exportDirectory: Path = Path.home()
 
@@ -508,6 +510,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "steps": parameterNode.adaptSteps, "learning_rate": parameterNode.learningRate,
                 "adversarial_weight": parameterNode.adversarialWeight, "anchor_weight": parameterNode.anchorWeight,
                 "mask": parameterNode.mask.value, "match_target_noise": parameterNode.matchTargetNoise,
+                "save_anyway": parameterNode.saveAnyway,
                 "device": parameterNode.device.value}
 
     def onStartAdaptButton(self) -> None:

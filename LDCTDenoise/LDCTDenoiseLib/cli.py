@@ -345,11 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                  "(default %(default)s)")
     adapt.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default %(default)s)")
     adapt.add_argument("--learning-rate", type=float, help="denoiser learning rate (default: the method's; "
-                                                           "recorruption 1e-5, the others 5e-5)")
+                                                           "recorruption 5e-6, the others 5e-5)")
     adapt.add_argument("--method", choices=tuple(ADAPTATION_METHODS), default=DEFAULT_METHOD,
                        help="noise-matching: give the source pairs the extra noise measured in the target scans (for "
                             "a noisier scanner or a lower dose); alignment: the paper's adversarial alignment of "
-                            "frequency-masked outputs (default %(default)s; the evaluation report compares them)")
+                            "frequency-masked outputs; recorruption: learn from the target scans alone, re-noised "
+                            "with their own measured noise, and keep the starting model unless held-out slices show "
+                            "a clear gain (default %(default)s; the evaluation report compares them)")
     adapt.add_argument("--adversarial-weight", type=float, help="weight of the alignment term (alignment: 0.0005, "
                                                                 "noise-matching: 0)")
     adapt.add_argument("--anchor-weight", type=float, help="pull towards the starting model (0.1 with either "

@@ -370,8 +370,9 @@ def test_adapt_matches_the_target_noise_by_default_and_records_it_in_the_profile
     monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(source_bank_cache))
     target = tmp_path / "target"
     write_ct_series(target, phantom_hu(n_slices=3, size=192), pixel_spacing=(0.7, 0.7))
+    # two steps cannot show a clear gain on the held-out slice: saved all the same, to read its card
     assert main(["adapt", str(target), "--name", "noisy-scanner", "--from", profile, "--steps", "2", "--device", "cpu",
-                 "--quiet"]) == 0
+                 "--save-anyway", "--quiet"]) == 0
     card = json.loads((tmp_path / "profiles" / "noisy-scanner.json").read_text())
     config = card["training"]["config"]
     assert (config["adversarial_weight"], config["anchor_weight"], config["match_target_noise"]) == (0.0, 0.1, True)
@@ -391,7 +392,7 @@ def test_adapt_by_recorruption_saves_no_profile_without_a_clear_gain_unless_aske
     # two steps at the method's rate leave the model as it was: no gain to show on the held-out slice
     assert main([*arguments, "--name", "same-as-before"]) == 0
     out = capsys.readouterr().out
-    assert "Estimated gain on 1 held-out slices" in out and f"{profile} is kept" in out
+    assert "On 1 held-out slice (no reference)" in out and f"{profile} is kept" in out
     assert "No profile saved" in out and not (tmp_path / "profiles" / "same-as-before.json").exists()
     assert not (tmp_path / "cache").exists()  # no phantom source pairs were simulated
     assert main([*arguments, "--name", "kept-anyway", "--save-anyway"]) == 0

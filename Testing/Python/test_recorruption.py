@@ -151,3 +151,22 @@ def test_recorruption_trains_on_the_target_alone_and_reports_its_gain(noisy, mon
     assert result.card["validation"]["estimated_gain"]["kept"] in ("adapted", "start")
     assert result.gain is not None and result.keep_adapted == result.gain.keep_adapted
     assert all(torch.equal(a, b) for a, b in zip(before, start.parameters()))  # the caller's model is untouched
+
+
+def test_recorruption_patches_are_centred_in_the_lungs_too_but_never_in_the_air_around_the_patient():
+    from LDCTDenoiseLib.adaptation.gain import body_outline
+    from LDCTDenoiseLib.adaptation.patches import BodyPatchSampler
+
+    volume = np.full((2, 96, 96), -1000.0, np.float32)
+    volume[:, 16:80, 16:80] = 40.0  # the patient
+    volume[:, 32:64, 32:64] = -850.0  # a lung inside
+    centres = []
+    for masks in (None, [body_outline(volume)]):
+        sampler = BodyPatchSampler([(volume,)], 16, np.random.default_rng(0), body_from=0, centre_masks=masks)
+        patches, = sampler.sample(400)
+        centres.append(patches[:, 0, 7:9, 7:9].reshape(400, 4))  # rotations and flips keep the centre in here
+    threshold, outline = centres
+    in_lung = [(block == -850.0).all(axis=1).mean() for block in centres]
+    assert in_lung[0] == 0.0 and in_lung[1] > 0.1
+    assert (outline > -1000.0).any(axis=1).all()  # nothing from the air outside
+    assert (threshold > -500.0).any(axis=1).all()

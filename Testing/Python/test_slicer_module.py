@@ -540,6 +540,7 @@ def test_adaptation_runs_in_a_background_process_and_its_profile_is_selectable_a
     widget.ui.adaptProgressBar.valueChanged.connect(steps.append)
     for item in widget.methodItems():
         item.setCheckState(qt.Qt.Checked if item.text() in ("input", "gaussian") else qt.Qt.Unchecked)
+    widget.ui.saveAnywayCheckBox.setChecked(True)  # three steps show no clear gain on the held-out slice
     start_adaptation(widget, node, "scanner-b", steps=3)
     job_dir = widget._adaptation.jobDir
     assert widget.ui.cancelAdaptButton.isEnabled() and not widget.ui.startAdaptButton.isEnabled()
@@ -548,6 +549,7 @@ def test_adaptation_runs_in_a_background_process_and_its_profile_is_selectable_a
     assert steps[-3:] == [1, 2, 3] and widget.ui.adaptProgressBar.maximum() == 3
     assert "Saved the profile 'scanner-b'" in widget.ui.adaptStatusLabel.text()
     assert "Noise measured in flat soft tissue: target scans" in widget.ui.adaptStatusLabel.text()  # the default
+    assert "held-out slice (no reference)" in widget.ui.adaptStatusLabel.text()
     assert not widget.ui.lossCurveLabel.pixmap().isNull()
     assert widget.ui.modelComboBox.itemText(widget.ui.modelComboBox.currentIndex()) == "scanner-b"
     assert widget._parameterNode.modelName == "scanner-b"
@@ -635,7 +637,7 @@ def test_adapt_settings_start_at_the_engines_default_method(widget):
         "method": DEFAULT_METHOD, "steps": engine.steps, "learning_rate": engine.learning_rate,
         "adversarial_weight": engine.adversarial_weight,
         "anchor_weight": engine.anchor_weight, "mask": engine.mask, "match_target_noise": engine.match_target_noise,
-        "device": "cpu"}
+        "save_anyway": False, "device": "cpu"}
 
 
 def test_choosing_a_method_puts_its_settings_into_the_advanced_ones(widget):
@@ -648,7 +650,9 @@ def test_choosing_a_method_puts_its_settings_into_the_advanced_ones(widget):
     assert widget.adaptationSettings()["adversarial_weight"] == 0.0  # a scene load or a script changes nothing else
     combo.activated.emit(index)  # what the user's choice sends
     settings = widget.adaptationSettings()
-    assert {name: settings[name] for name in method_settings("alignment")} == method_settings("alignment")
+    shown = module.LDCTDenoiseLogic.ADAPTATION_SETTING_PARAMETERS  # the others travel with the method's name
+    assert {name: settings[name] for name in shown} == {name: method_settings("alignment")[name] for name in shown}
+    assert settings["method"] == "alignment"
     assert widget.ui.anchorWeightSpinBox.value() == 0.1 and not widget.ui.matchTargetNoiseCheckBox.isChecked()
     widget.ui.anchorWeightSpinBox.setValue(0.25)  # still editable after the choice
     assert widget.adaptationSettings()["anchor_weight"] == 0.25
@@ -670,3 +674,18 @@ def test_recorruption_reaches_the_engine_with_the_settings_the_panel_does_not_sh
     assert (config.recorruption_weight, config.recorruption_alpha, config.holdout_share, config.lambda_rec) == (
         engine["recorruption_weight"], engine["recorruption_alpha"], engine["holdout_share"], engine["lambda_rec"])
     assert not config.uses_source
+
+
+def test_an_adaptation_that_kept_the_starting_model_says_so_and_selects_nothing_new(widget, tmp_path):
+    from LDCTDenoiseSlicerLib.process import AdaptationProcess
+
+    selected = widget.ui.modelComboBox.currentText()
+    (tmp_path / "job").mkdir()
+    process = AdaptationProcess(tmp_path / "job", widget.onAdaptationEvent, widget.onAdaptationFinished)
+    # the job's last event when its held-out slices showed no clear gain (test_adaptation_job.py runs the real one)
+    process.lastEvent = {"event": "done", "kept": "start", "wall_time_s": 12.0,
+                         "gain": "On 2 held-out slices (no reference), ... It is not clearly better: tiny is kept."}
+    widget.onAdaptationFinished(process)
+    assert widget.ui.adaptStatusLabel.text().endswith("tiny is kept. No profile was saved.")
+    assert widget.ui.modelComboBox.currentText() == selected
+    assert not (tmp_path / "job").exists()  # cleaned up as after any other ending

@@ -36,6 +36,9 @@ class BodyPatchSampler:
         self.rng = rng
         self.body_from = body_from
         self.centre_masks = None if centre_masks is None else [np.asarray(mask, bool) for mask in centre_masks]
+        if self.centre_masks is not None and [mask.shape for mask in self.centre_masks] != [
+                stack[0].shape for stack in self.stacks]:
+            raise LDCTDenoiseError("Patch sampling needs one centre mask per stack, shaped like its volumes.")
         half = self.patch_size // 2
         weights, slices = [], []
         for stack_index, stack in enumerate(self.stacks):
