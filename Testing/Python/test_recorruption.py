@@ -170,3 +170,16 @@ def test_recorruption_patches_are_centred_in_the_lungs_too_but_never_in_the_air_
     assert in_lung[0] == 0.0 and in_lung[1] > 0.1
     assert (outline > -1000.0).any(axis=1).all()  # nothing from the air outside
     assert (threshold > -500.0).any(axis=1).all()
+
+
+def test_the_user_is_told_the_intervals_and_no_runaway_db_bound():
+    from LDCTDenoiseLib.adaptation.gain import GainEstimate
+
+    def told(interval_db: tuple[float, float], difference: tuple[float, float]) -> str:
+        return GainEstimate(300.0, 200.0, 1.76, interval_db, difference, 19, 10**6).sentence("cpce2d-mayo-d45")
+
+    clear = told((0.8, 2.1), (-150.0, -40.0))
+    assert "-150 to -40 HU²" in clear and "+0.80 to +2.10 dB" in clear and clear.endswith("kept.")
+    assert "1.76" not in clear  # the point value moves by dB within the noise estimate's accuracy: never shown
+    unclear = told((-0.64, 11.1), (-112.0, 44.0))
+    assert "too uncertain to state in dB" in unclear and "cpce2d-mayo-d45 is kept" in unclear

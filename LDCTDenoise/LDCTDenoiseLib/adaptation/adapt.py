@@ -346,8 +346,10 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
         pairs = [(volume, noise, size) for volume, noise, size in zip(held_out, noises, pixel_mm) if len(volume)]
         # the held-out slices' own rows of each level map
         held_noises = [_held_out_noise(noise, picks) for noise, picks in zip(noises, held_out_slices) if len(picks)]
+        started = time.perf_counter()
         gain = estimate_gain(model, denoiser, [volume for volume, _, _ in pairs], held_noises,
                              [size for _, _, size in pairs], device, seed=config.seed, cancel=cancel)
+        gain.details["wall_time_s"] = round(time.perf_counter() - started, 1)
     denoiser = denoiser.cpu()
     n_slices = int(sum(volume.shape[0] for volume in targets))
     source_card = source.card() if source is not None else {"kind": "none (the target scans alone)"}

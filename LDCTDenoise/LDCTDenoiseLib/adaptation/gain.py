@@ -42,6 +42,9 @@ BODY_HU = -500.0
 # quarter-dose series, 0.98-1.05 on the simulator's, and 0.87-1.04 on the reliable full-dose ones
 # (docs/evaluation/noise-estimate.md): +-10 % covers every low-dose series measured.
 NOISE_VARIANCE_BAND = (0.9 ** 2, 1.1 ** 2)
+# Wider dB intervals are not stated to the user: an error estimate near zero at one end of the band makes the dB
+# bound run away (+11 dB on Mayo L109 where the error difference was -112 to +44 HU²)
+MAX_STATED_DB_WIDTH = 3.0
 
 
 def body_outline(volume: np.ndarray) -> np.ndarray:
@@ -146,8 +149,10 @@ class GainEstimate:
         text = (f"On {slices} (no reference), the adapted model's squared error in the "
                 f"window's tissue differs from {start_name}'s by {low:+.0f} to {high:+.0f} HU²")
         db_low, db_high = self.interval_db
-        if np.isfinite([db_low, db_high]).all():
+        if np.isfinite([db_low, db_high]).all() and db_high - db_low <= MAX_STATED_DB_WIDTH:
             text += f" (a gain of {db_low:+.2f} to {db_high:+.2f} dB)"
+        else:
+            text += " (too uncertain to state in dB)"
         band = np.sqrt(NOISE_VARIANCE_BAND[1]) - 1.0
         text += f" ({self.confidence:.0%} interval, for a noise level within its estimate's ±{band:.0%})."
         if self.keep_adapted:
