@@ -51,6 +51,11 @@ can flip it.
   target scans. It is what moves a denoiser to a noisier scanner or a lower dose, which the alignment cannot; with
   ``adversarial_weight`` 0 it is noise-matched fine-tuning (the product's default method, ``ADAPTATION_METHODS``,
   which keeps the anchor for the phantom pairs).
+- Recorruption (``recorruption_weight``, ``recorruption.py``), the third method: the target scans alone, each patch
+  re-noised with its series' own measured noise; no source pairs, so none are built.
+- Held-out slices (``holdout_share``, every product method): that share of each target series is left out of
+  training, and on it :func:`gain.estimate_gain` compares the adapted model with ``model`` without a reference; the
+  front ends keep ``model`` unless the gain is clear (``AdaptationResult.keep_adapted``).
 - The perceptual loss needs ImageNet VGG-19 weights, which cannot be downloaded: with no local file it is off, with
   a warning, and the card says so.
 """

@@ -14,8 +14,6 @@ the synthesis beyond that would double the error budget), or when the estimate i
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from scipy import ndimage
@@ -143,8 +141,3 @@ def check_draws(noise: TargetNoise, volume: np.ndarray, seed: int = 0, name: str
                                f"tolerance {TOLERANCE:.0%}), so recorruption would learn the wrong noise.")
     return result
 
-
-def noise_models(volumes: list[np.ndarray], pixel_mm: Optional[list[float]]) -> list[TargetNoise]:
-    """One :class:`TargetNoise` per target volume (``pixel_mm`` per volume; 0.7 mm when unknown)."""
-    sizes = pixel_mm or [0.7] * len(volumes)
-    return [TargetNoise.of(volume, size) for volume, size in zip(volumes, sizes)]
