@@ -102,6 +102,8 @@ def test_held_out_slices_are_spread_through_each_series_and_never_trained_on():
     assert len(picks[0]) == 3 and len(picks[1]) == 0  # two slices are too few to hold any out
     assert set(training[0][:, 0, 0]).isdisjoint(held_out[0][:, 0, 0])
     assert sorted([*training[0][:, 0, 0], *held_out[0][:, 0, 0]]) == list(range(20))
+    long = np.zeros((300, 4, 4), np.float32)
+    assert len(split_holdout([long], 0.15)[2][0]) == 16  # a long series holds out no more than the estimate needs
 
 
 @pytest.mark.parametrize("sigma", [0.0, 1.0, 2.5])
