@@ -3,14 +3,20 @@
 A rename within one folder is atomic, so a reader (another process, the next run, the user's file browser) sees
 either nothing or the complete output; a failure, a cancel, Ctrl-C or a kill never leaves a half-written one under
 the output's name. The staging names start with a dot and end in ``.partial`` (folders) or ``.tmp`` (files), and
-carry a random part, so a staging left by a killed run never blocks the next one. Standard library only: the Slicer
-module loads this.
+carry a random part, so a staging left by a killed run never blocks the next one; they also name the host and the
+process that made them, so that the next run can tell a killed run's leftovers from another run at work and remove
+them (:func:`remove_stale_staging`). Standard library only: the Slicer module loads this.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
+import hashlib
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +30,15 @@ STAGING_FOLDER_SUFFIX = ".partial"
 STAGING_FILE_SUFFIX = ".tmp"
 
 
+# This host, as 8 hex digits: a staging name must not carry the host name itself (length, characters, privacy).
+HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_OWNER = re.compile(r"\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{32}" + re.escape(STAGING_FOLDER_SUFFIX) + "$")
+
+
 def staging_path(final: PathLike, suffix: str = STAGING_FOLDER_SUFFIX) -> Path:
-    """A new hidden name beside ``final``: ``.<name>.<random hex><suffix>``."""
+    """A new hidden name beside ``final``: ``.<name>.<host tag>-<process id>-<random hex><suffix>``."""
     final = Path(final)
-    return final.parent / f".{final.name}.{uuid.uuid4().hex}{suffix}"
+    return final.parent / f".{final.name}.{HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex}{suffix}"
 
 
 class StagingFolder:
@@ -75,11 +86,24 @@ class StagingFolder:
         self.discard()
 
     def commit(self) -> Path:
-        """Rename the complete staging folder to ``final``; returns ``final``."""
+        """Rename the complete staging folder to ``final``; returns ``final``.
+
+        Raises :class:`FileExistsError` when ``final`` holds anything (another run committed first, even between
+        this run's checks and its rename); the staging folder is then still open, for the block's exit to remove.
+        """
         staging = self.path
-        if self.final.exists():
-            self.final.rmdir()  # only an empty folder goes; anything else raises and the output stays as it was
-        os.rename(staging, self.final)
+        try:
+            if self.final.exists():
+                try:
+                    self.final.rmdir()  # only an empty folder goes; anything else raises, the output stays as it was
+                except FileNotFoundError:
+                    pass  # another process removed the empty folder meanwhile; the rename below decides
+            os.rename(staging, self.final)
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST) or self.final.is_dir() and any(self.final.iterdir()):
+                raise FileExistsError(errno.EEXIST, "another output appeared there while this one was written",
+                                      str(self.final)) from error
+            raise
         self._path = None
         return self.final
 
@@ -116,15 +140,34 @@ def write_bytes_atomically(final: PathLike, data: bytes) -> Path:
 
 
 def remove_stale_staging(final: PathLike, older_than_s: float) -> None:
-    """Remove the staging folders of ``final`` that a killed run left, those untouched for ``older_than_s``.
+    """Remove the staging folders of ``final`` that a killed run left.
 
-    A recent one may be another process at work on the same output, so it stays.
+    One made on this host by a process that no longer runs is removed at once; any other only once untouched for
+    ``older_than_s``, since it may be another process at work on the same output (here, or on another host sharing
+    the folder).
     """
     final = Path(final)
     now = time.time()
-    for staging in final.parent.glob(f".{final.name}.*{STAGING_FOLDER_SUFFIX}"):
+    for staging in final.parent.glob(f".{glob.escape(final.name)}.*{STAGING_FOLDER_SUFFIX}"):
+        owner = _OWNER.search(staging.name)
+        killed = owner is not None and owner["host"] == HOST_TAG and not _is_running(int(owner["pid"]))
         try:
-            if now - staging.stat().st_mtime > older_than_s:
+            if killed or now - staging.stat().st_mtime > older_than_s:
                 shutil.rmtree(staging, ignore_errors=True)
         except OSError:
             continue  # removed meanwhile by the process that made it
+
+
+def _is_running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host; True where that cannot be told (then only age removes)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) would send CTRL_C_EVENT on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True

@@ -23,7 +23,7 @@ from . import __version__
 from .adaptation import ADAPTATION_METHODS, DEFAULT_METHOD
 from .comparison import comparison_metrics, parse_roi, run_methods, write_comparison
 from .dicom_reader import CTVolume, open_series, read_series
-from .dicom_writer import write_derived_series, write_processed_series
+from .dicom_writer import check_output_folder, write_derived_series, write_processed_series
 from .errors import LDCTDenoiseError, SeriesSelectionError
 from .methods import INPUT, ModelDenoiser, available_methods
 from .metrics import DISPLAY_WINDOW_LABEL, Roi
@@ -91,6 +91,7 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
     The model blends each batch with its input at the chosen strength, so streaming and memory are as at full
     strength.
     """
+    check_output_folder(args.output)  # before the model loads or a file is read
     registry = ModelRegistry()
     model = ModelDenoiser(args.model, registry, args.device, args.batch_size, strength=args.strength / 100.0)
     at_strength = "" if args.strength == 100.0 else f" at strength {args.strength:g} %"
@@ -202,6 +203,7 @@ def command_models(args: argparse.Namespace, bars: ProgressBars) -> int:
 def command_simulate(args: argparse.Namespace, bars: ProgressBars) -> int:
     protocol = ScanProtocol(dose_fraction=args.dose, kernel=args.kernel, n_views=args.views,
                             full_dose_photons=args.photons, mode=args.mode)
+    check_output_folder(args.output)  # before the series is read and simulated
     volume = _read(args, bars, args.input, args.series, "normal-dose input")
     if abs(volume.spacing[1] - volume.spacing[2]) > 1e-3:
         raise LDCTDenoiseError(f"{args.input}: the simulator needs square pixels, got {volume.spacing[1]} x "

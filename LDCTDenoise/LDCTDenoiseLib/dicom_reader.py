@@ -34,11 +34,11 @@ LOSSY_SYNTAX_UIDS = frozenset(
      "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112"]
     + [f"1.2.840.10008.1.2.4.{n}" for n in range(100, 109)]
 )
-# The package whose pylibjpeg plugin decodes each compressed syntax (JPEG baseline/extended/lossless and JPEG-LS;
-# JPEG 2000 and HTJ2K), named when no decoder is installed.
+# The installed-by-default package that decodes each compressed syntax (JPEG baseline/extended/lossless, JPEG-LS and
+# JPEG 2000 through python-gdcm; HTJ2K through pylibjpeg-openjpeg), named when no decoder is found.
 DECODER_PACKAGES = {
-    **dict.fromkeys([f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81)], "pylibjpeg-libjpeg"),
-    **dict.fromkeys([f"1.2.840.10008.1.2.4.{n}" for n in (90, 91, 201, 202, 203)], "pylibjpeg-openjpeg"),
+    **dict.fromkeys([f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91)], "python-gdcm"),
+    **dict.fromkeys([f"1.2.840.10008.1.2.4.{n}" for n in (201, 202, 203)], "pylibjpeg-openjpeg"),
 }
 ORTHOGONAL_COSINE = np.cos(np.radians(45.0))  # planes further apart than this are another view (a localizer)
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines written with few digits still count as equal

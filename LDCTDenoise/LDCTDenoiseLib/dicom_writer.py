@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import copy
 import datetime
+import errno
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +29,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from .atomic import StagingFolder
+from .atomic import StagingFolder, remove_stale_staging
 from .dicom_reader import LOSSY_SYNTAX_UIDS, CTVolume, SeriesLayout, slice_attribute
 from .errors import LDCTDenoiseError
 from .metrics import WINDOW_CENTER, WINDOW_WIDTH
@@ -37,6 +40,10 @@ SERIES_NUMBER_OFFSET = 1000
 MAX_INTEGER_STRING = 2**31 - 1  # IS values must fit a signed 32-bit integer
 MAX_LO, MAX_ST = 64, 1024  # value lengths of SeriesDescription (LO) and DerivationDescription (ST)
 _NOT_FINITE = "the volume to write contains NaN or infinite values; nothing was written"
+# A staging folder of the same output untouched this long is a killed run's on another host (or of an unknown
+# process): removed. One of a process of this host that no longer runs is removed at once (atomic.py).
+STALE_STAGING_S = 24 * 3600.0
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # LossyImageCompressionMethod of the lossy transfer syntaxes a source may have been stored in (PS3.3 C.7.6.1.1.5).
 _LOSSY_METHODS = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
@@ -66,7 +73,7 @@ class SourceSeries(Protocol):
 
 
 def write_derived_series(
-    volume: CTVolume,
+    volume: CTVolume | SeriesLayout,
     hu: np.ndarray,
     out_dir: str | Path,
     *,
@@ -76,10 +83,13 @@ def write_derived_series(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
 ) -> list[Path]:
-    """Write ``hu`` (shaped like ``volume.hu``) as a new series of the source study in the new folder ``out_dir``."""
+    """Write ``hu`` (shaped like the source series) as a new series of the source study in the new folder ``out_dir``.
+
+    ``volume`` may be a :class:`SeriesLayout`: the writer needs the source headers, not its pixels.
+    """
     hu = np.asarray(hu)
-    if hu.shape != volume.hu.shape:
-        raise LDCTDenoiseError(f"the volume to write has shape {hu.shape}, the source series {volume.hu.shape}")
+    if hu.shape != tuple(volume.shape):
+        raise LDCTDenoiseError(f"the volume to write has shape {hu.shape}, the source series {tuple(volume.shape)}")
     if not np.all(np.isfinite(hu)):
         raise LDCTDenoiseError(_NOT_FINITE)
     with DerivedSeriesWriter(
@@ -156,7 +166,7 @@ class DerivedSeriesWriter:
         series_number: int | None = None,
     ) -> None:
         self.out_dir = Path(out_dir).absolute()
-        _check_destination(self.out_dir, source.source_files)
+        check_output_folder(self.out_dir, source.source_files)
         self.source = source
         self.objects = _group_by_source(source)
         self._object_of = {index: number for number, indices in enumerate(self.objects) for index in indices}
@@ -167,7 +177,11 @@ class DerivedSeriesWriter:
         self._staging: StagingFolder | None = None
 
     def __enter__(self) -> DerivedSeriesWriter:
-        self._staging = StagingFolder(self.out_dir).__enter__()  # it removes its folder if interrupted while made
+        remove_stale_staging(self.out_dir, STALE_STAGING_S)  # what a killed run left of this output
+        try:
+            self._staging = StagingFolder(self.out_dir).__enter__()  # it removes its folder if interrupted while made
+        except OSError as error:
+            raise _write_error(self.out_dir, error) from error
         return self
 
     def __exit__(
@@ -203,7 +217,10 @@ class DerivedSeriesWriter:
             if len(pending) == len(indices_of_object):
                 stored = [pending[i] for i in indices_of_object]
                 dataset = _derived_dataset(self.source, indices_of_object, stored, self._series)
-                _save(dataset, self._staging.path / _file_name(number))
+                try:
+                    _save(dataset, self._staging.path / _file_name(number))
+                except OSError as error:
+                    raise _write_error(self.out_dir, error) from error
                 del self._pending[number]
                 self._written += 1
 
@@ -216,7 +233,15 @@ class DerivedSeriesWriter:
                 f"only {self._written} of the {len(self.objects)} objects of the series were written; "
                 f"nothing was written"
             )
-        self._staging.commit()  # replaces only an empty folder the caller made; checked empty above
+        try:
+            self._staging.commit()  # replaces only an empty folder the caller made; checked empty above
+        except FileExistsError as error:
+            raise LDCTDenoiseError(
+                f"{self.out_dir}: another run wrote its output there while this one ran; that output was kept and "
+                f"nothing of this run was written"
+            ) from error
+        except OSError as error:
+            raise _write_error(self.out_dir, error) from error
         self._staging = None
         return [self.out_dir / _file_name(number) for number in range(len(self.objects))]
 
@@ -244,6 +269,40 @@ class _SeriesValues:
         self.series_number = int(np.clip(series_number, 1, MAX_INTEGER_STRING))
         now = datetime.datetime.now()
         self.content_date, self.content_time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+
+
+def _write_error(out_dir: Path, error: OSError) -> LDCTDenoiseError:
+    """The user's message for a failed write: what failed and that nothing is left (the staging goes on exit).
+
+    pydicom re-raises a failed write as a new OSError with its own text; the system's error is in the chain.
+    """
+    cause: BaseException | None = error
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno is not None):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError):
+        error = cause
+    why = error.strerror or str(error)
+    if error.errno in _DISK_FULL:
+        why += " (the disk or the file size limit is full)"
+    return LDCTDenoiseError(f"{out_dir}: could not write the derived series: {why}; nothing was written")
+
+
+def check_output_folder(out_dir: str | Path, sources: Sequence[Path] = ()) -> None:
+    """Refuse an output folder that cannot take a new series, before any work: one that is a source's folder, holds
+    a source, exists and is not empty, or cannot be written (tried by making a folder where the output would go)."""
+    out_dir = Path(out_dir).absolute()
+    _check_destination(out_dir, list(sources))
+    existing = out_dir.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LDCTDenoiseError(f"{out_dir}: cannot be made: {existing} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name}.write-test-", dir=existing))
+    except OSError as error:
+        raise LDCTDenoiseError(
+            f"{out_dir}: cannot write there ({error.strerror or error}); choose another output folder"
+        ) from error
 
 
 def _check_destination(out_dir: Path, sources: list[Path]) -> None:

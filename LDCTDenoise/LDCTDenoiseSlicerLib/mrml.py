@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -19,7 +19,7 @@ import slicer
 import slicer.util
 import vtk
 
-from LDCTDenoiseLib.dicom_reader import CTVolume, read_series
+from LDCTDenoiseLib.dicom_reader import CTVolume, SeriesLayout, open_series
 from LDCTDenoiseLib.dicom_writer import write_derived_series
 from LDCTDenoiseLib.errors import LDCTDenoiseError
 from LDCTDenoiseLib.metrics import WINDOW_CENTER, WINDOW_WIDTH, Roi
@@ -241,7 +241,8 @@ def _lps_to_ras(vector: np.ndarray) -> np.ndarray:
     return np.asarray(vector, dtype=float) * np.array([-1.0, -1.0, 1.0])
 
 
-def hu_in_series_order(volume_node: slicer.vtkMRMLScalarVolumeNode, series: CTVolume) -> np.ndarray:
+def hu_in_series_order(volume_node: slicer.vtkMRMLScalarVolumeNode,
+                       series: Union[CTVolume, SeriesLayout]) -> np.ndarray:
     """The node's voxels rearranged into the engine's (z, y, x) order of ``series``.
 
     Slicer's IJK axes and the engine's sorted slices may differ by axis order and direction; both describe the same
@@ -267,9 +268,9 @@ def hu_in_series_order(volume_node: slicer.vtkMRMLScalarVolumeNode, series: CTVo
     for array_axis, flip in enumerate(flips):
         if flip:
             ordered = np.flip(ordered, axis=array_axis)
-    if ordered.shape != series.hu.shape:
+    if ordered.shape != tuple(series.shape):
         raise LDCTDenoiseError(f"'{volume_node.GetName()}' has {ordered.shape} voxels (z, y, x) but its DICOM series "
-                               f"has {series.hu.shape}.")
+                               f"has {tuple(series.shape)}.")
     first_voxel_kji = np.zeros(3)  # the node's (k, j, i) index of the series' first voxel
     for node_array_axis, flip in zip(k_j_i_for_z_y_x, flips):
         if flip:
@@ -286,8 +287,9 @@ def export_derived_series(volume_node: slicer.vtkMRMLScalarVolumeNode, files: Se
                           progress: Optional[ProgressCallback] = None,
                           cancel: Optional[CancelCheck] = None) -> list[Path]:
     """Write the node's HU as a derived series of the DICOM series in ``files`` (the engine's writer keeps every
-    source header and writes atomically)."""
-    series = read_series(list(files))
+    source header and writes atomically). Only the source headers are read: Slicer decoded the pixels when it loaded
+    the series, so no DICOM decoder is needed here, whatever the source's transfer syntax."""
+    series = open_series(list(files))
     return write_derived_series(series, hu_in_series_order(volume_node, series), out_dir,
                                 derivation_description=derivation_description,
                                 series_description_suffix=series_description_suffix, progress=progress,

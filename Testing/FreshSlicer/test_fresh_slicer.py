@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "LDCTDenoise"
 # Packages the engine needs that Slicer does not bundle: their absence is what this environment is about.
-NOT_IN_SLICER = ("torch", "skimage", "matplotlib", "tqdm", "numba", "pylibjpeg", "openjpeg", "bm3d", "yaml")
+NOT_IN_SLICER = ("torch", "skimage", "matplotlib", "tqdm", "numba", "pylibjpeg", "openjpeg", "gdcm", "bm3d", "yaml")
 
 present = [name for name in NOT_IN_SLICER if importlib.util.find_spec(name) is not None]
 if present:
@@ -67,4 +67,4 @@ def test_what_remains_to_install_is_what_slicer_lacks():
     from LDCTDenoiseSlicerLib.dependencies import missingRequirements
 
     missing = {line.split(">=")[0] for line in missingRequirements(str(MODULE_DIR / "Resources" / "requirements.txt"))}
-    assert missing == {"scikit-image", "matplotlib", "tqdm", "numba", "pylibjpeg", "pylibjpeg-openjpeg"}
+    assert missing == {"scikit-image", "matplotlib", "tqdm", "numba"}

@@ -28,3 +28,19 @@ def source_bank_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     phantom_source_bank(cache_dir=cache / "source-banks")
     return cache
+
+
+@pytest.fixture
+def profile(tmp_path, monkeypatch) -> str:
+    """A real (untrained, seeded) CPCE saved as a user profile named 'tiny', in tmp_path/profiles, which
+    LDCTDENOISE_PROFILES_DIR points to (child processes inherit it)."""
+    import torch
+    from LDCTDenoiseLib.cpce import CPCE2D
+    from LDCTDenoiseLib.model_registry import save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path / "profiles"
+    save_model(CPCE2D(), {"name": "tiny", "description": "test profile", "training": {}, "losses": {"mse": 1.0},
+                          "validation": {}, "command": "pytest"}, folder)
+    monkeypatch.setenv("LDCTDENOISE_PROFILES_DIR", str(folder))
+    return "tiny"

@@ -7,12 +7,14 @@ the sample cache, model profiles, figures and training checkpoints alike.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from LDCTDenoiseLib.atomic import (StagingFolder, atomic_file, remove_stale_staging, staging_path,
+from LDCTDenoiseLib.atomic import (HOST_TAG, StagingFolder, atomic_file, remove_stale_staging, staging_path,
                                    write_bytes_atomically)
 
 
@@ -100,6 +102,35 @@ def test_a_stale_staging_folder_does_not_block_and_is_removed_when_old(tmp_path)
     assert names(final) == ["a.txt"] and stale.exists() and recent.exists()
     remove_stale_staging(final, older_than_s=3600)
     assert not stale.exists() and recent.exists()
+
+
+def test_a_staging_folder_of_a_process_that_no_longer_runs_here_is_removed_at_once(tmp_path):
+    """Staging names carry the host and the process: a killed run's folder goes at once, a running process's and
+    another host's stay (they may be at work) until old."""
+    final = tmp_path / "out"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead_pid = int(finished.stdout)
+    killed = Path(str(staging_path(final)).replace(f"-{os.getpid()}-", f"-{dead_pid}-"))
+    running = staging_path(final)
+    elsewhere = Path(str(staging_path(final)).replace(HOST_TAG, "0" * 8 if HOST_TAG != "0" * 8 else "1" * 8))
+    for folder in (killed, running, elsewhere):
+        folder.mkdir()
+    remove_stale_staging(final, older_than_s=3600)
+    assert not killed.exists() and running.exists() and elsewhere.exists()
+
+
+def test_of_two_commits_to_one_output_the_second_fails_and_the_first_is_kept(tmp_path):
+    """Two writers staged at once (two processes on one output): the later commit finds the output and raises
+    FileExistsError, even when both saw no output before; the first output stays whole."""
+    final = tmp_path / "out"
+    with StagingFolder(final) as first, StagingFolder(final) as second:
+        (first.path / "first.txt").write_text("1")
+        (second.path / "second.txt").write_text("2")
+        first.commit()
+        with pytest.raises(FileExistsError, match="another output appeared there"):
+            second.commit()
+    assert names(final) == ["first.txt"] and names(tmp_path) == ["out"]
 
 
 #

@@ -14,22 +14,10 @@ import torch
 from dicom_factory import (assert_same_derived_series, phantom_hu, snapshot, write_ct_series,
                            write_enhanced_ct)
 from LDCTDenoiseLib.cli import main
-from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.dicom_reader import read_series
 from LDCTDenoiseLib.dicom_writer import write_derived_series
 from LDCTDenoiseLib.methods import ModelDenoiser
-from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, save_model
-
-
-@pytest.fixture
-def profile(tmp_path, monkeypatch):
-    """A real (untrained, seeded) CPCE saved as a user profile named 'tiny'."""
-    torch.manual_seed(0)
-    folder = tmp_path / "profiles"
-    save_model(CPCE2D(), {"name": "tiny", "description": "test profile", "training": {}, "losses": {"mse": 1.0},
-                          "validation": {}, "command": "pytest"}, folder)
-    monkeypatch.setenv("LDCTDENOISE_PROFILES_DIR", str(folder))
-    return "tiny"
+from LDCTDenoiseLib.model_registry import DEFAULT_MODEL
 
 
 @pytest.fixture

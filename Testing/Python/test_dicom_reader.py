@@ -426,7 +426,7 @@ def test_missing_decoder_names_the_package(tmp_path, monkeypatch):
     expect_error(
         tmp_path / "in",
         r"IM0002\.dcm: cannot decode the pixel data \(JPEG Lossless, Non-Hierarchical, First-Order Prediction .*no "
-        r"decoder installed; its decoder comes with the package pylibjpeg-libjpeg\): RuntimeError",
+        r"decoder installed; its decoder comes with the package python-gdcm\): RuntimeError",
     )
 
 

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import JPEGLosslessSV1
 
 slicer = pytest.importorskip("slicer_core") and pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
@@ -173,6 +174,22 @@ def test_export_writes_each_slice_s_hu_onto_its_own_source_slice(mrml_scene, tmp
     np.testing.assert_array_equal(written.slice_positions, series.slice_positions)
     np.testing.assert_array_equal(written.direction, series.direction)
     assert pydicom.dcmread(files[0]).SeriesDescription.endswith("[test]")
+
+
+def test_export_of_a_compressed_series_reads_no_source_pixels(mrml_scene, tmp_path, monkeypatch):
+    """Slicer decoded the pixels when it loaded the series; the export needs only the headers, so a JPEG Lossless
+    source exports inside Slicer, where the engine's DICOM decoders are not installed."""
+    node, series = load(mrml_scene, tmp_path / "in", hu=phantom_hu(3, 16), transfer_syntax=JPEGLosslessSV1)
+    expected = series.hu + 7.0
+
+    def no_decoder(self):
+        raise RuntimeError("no pixel decoder in this Python")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    files = mrml.export_derived_series(mrml.add_volume_from_array(expected, node, "denoised"), series.source_files,
+                                       tmp_path / "out", derivation_description="test", series_description_suffix="")
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_series(files).hu, expected)
 
 
 def test_export_reorders_a_volume_whose_ijk_axes_run_against_the_series(mrml_scene, tmp_path):
