@@ -56,6 +56,7 @@ class SeriesInfo:
     modality: str
     n_slices: int
     files: tuple[Path, ...]
+    derived: bool = False  # ImageType DERIVED: made from another series (e.g. an earlier denoised output)
 
 
 @dataclass
@@ -202,20 +203,51 @@ def open_series(
 def _describe(infos: list[SeriesInfo]) -> str:
     return "\n".join(
         f"  {i.series_uid or '<empty SeriesInstanceUID>'}  {i.description or '<no description>'}  "
-        f"({i.modality or '?'}, {i.n_slices} slices)"
+        f"({i.modality or '?'}, {i.n_slices} slices{', DERIVED' if i.derived else ''})"
         for i in infos
     )
 
 
 def _input_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Every file under the given files and folders, each once.
+
+    Folders are searched recursively, following symbolic links (a series linked into a project folder is read);
+    a folder reached twice (a link back to a parent, or two links to one folder) is searched once, and a file
+    reached through several names is listed once, under the first name in sorted order.
+    """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files: list[Path] = []
+    seen_files: set[tuple[int, int]] = set()
+    seen_folders: set[tuple[int, int]] = set()
+
+    def unreadable(error: OSError) -> None:
+        raise DicomInputError(f"{error.filename}: cannot list the folder ({error.strerror}); slices in it would be "
+                              f"missed") from error
+
+    def add(path: Path) -> None:
+        try:
+            status = path.stat()
+        except OSError:  # a broken link
+            return
+        if (status.st_dev, status.st_ino) not in seen_files:
+            seen_files.add((status.st_dev, status.st_ino))
+            files.append(path)
+
     for item in items:
         path = Path(item)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+            for folder, subfolders, names in os.walk(path, onerror=unreadable, followlinks=True):
+                status = os.stat(folder)
+                if (status.st_dev, status.st_ino) in seen_folders:
+                    subfolders[:] = []
+                    continue
+                seen_folders.add((status.st_dev, status.st_ino))
+                subfolders.sort()
+                for name in sorted(names):
+                    if os.path.isfile(os.path.join(folder, name)):
+                        add(Path(folder, name))
         elif path.is_file():
-            files.append(path)
+            add(path)
         else:
             raise DicomInputError(f"{path}: no such file or folder")
     return files
@@ -358,6 +390,7 @@ def _scan(
                     modality=str(header.get("Modality", "") or ""),
                     n_slices=sum(_n_frames(h) for _, h in members),
                     files=tuple(p for p, _ in members),
+                    derived=_image_type(header).upper().startswith("DERIVED"),
                 ),
                 members,
                 warnings,
@@ -649,7 +682,24 @@ def _checked_pixels(path: Path, header: pydicom.Dataset, rows: int, cols: int) -
         pixels = pixels[np.newaxis]
     if pixels.shape != expected:
         raise DicomInputError(f"{path}: pixel data has shape {pixels.shape}, the header says {expected}")
-    return pixels
+    return _stored_bits_only(pixels, header)
+
+
+def _stored_bits_only(pixels: np.ndarray, header: pydicom.Dataset) -> np.ndarray:
+    """The values of the BitsStored low bits, sign-extended when signed; bits above them are not pixel data.
+
+    Some exporters leave overlay or junk bits above BitsStored (12 of 16); pydicom 3 masks them, pydicom 2.4 does not.
+    Applied again after pydicom 3 it changes nothing.
+    """
+    bits = pixels.dtype.itemsize * 8
+    stored = int(header.get("BitsStored", bits) or bits)
+    if pixels.dtype.kind not in "iu" or stored >= bits:
+        return pixels
+    unsigned = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("=")).view(f"u{pixels.dtype.itemsize}")
+    shift = bits - stored
+    if int(header.get("PixelRepresentation", 0) or 0) == 1:
+        return (unsigned << shift).view(unsigned.dtype.str.replace("u", "i")) >> shift
+    return unsigned & np.array((1 << stored) - 1, dtype=unsigned.dtype)
 
 
 def _decode(path: Path) -> np.ndarray:
