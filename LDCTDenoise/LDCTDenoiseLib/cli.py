@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .adaptation import ADAPTATION_METHODS, DEFAULT_METHOD
+from .archive import DENOISED, REFUSED, SKIPPED, denoise_archive, parse_shard, summary_path
 from .comparison import comparison_metrics, parse_roi, run_methods, write_comparison
 from .dicom_reader import CTVolume, open_series, read_series
 from .dicom_writer import check_output_folder, write_derived_series, write_processed_series
@@ -91,6 +93,10 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
     The model blends each batch with its input at the chosen strength, so streaming and memory are as at full
     strength.
     """
+    if args.archive:
+        return command_denoise_archive(args, bars)
+    if args.shard is not None:
+        raise LDCTDenoiseError("--shard spreads the series of an archive over processes; use it with --archive.")
     check_output_folder(args.output)  # before the model loads or a file is read
     registry = ModelRegistry()
     model = ModelDenoiser(args.model, registry, args.device, args.batch_size, strength=args.strength / 100.0)
@@ -111,6 +117,41 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
     print(f"Denoised {n_slices} slices of '{series.description}' with {args.model}{at_strength} in {seconds:.1f} s "
           f"({rate:.1f} slices/s, reading and writing included); wrote {len(files)} files to {args.output}")
     return 0
+
+
+def command_denoise_archive(args: argparse.Namespace, bars: ProgressBars) -> int:
+    """Every CT series under the input, one derived series each, resumable and shardable (see archive.py)."""
+    if args.series is not None:
+        raise LDCTDenoiseError("--series picks one series of the input; --archive denoises them all.")
+    shard = parse_shard(args.shard)
+    device = args.device
+    if args.shard == "env" and device == "auto" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if _cuda_available() else "cpu"  # one GPU per process
+    model = ModelDenoiser(args.model, ModelRegistry(), device, args.batch_size, strength=args.strength / 100.0)
+    suffix = args.model if args.strength == 100.0 else f"{args.model} {args.strength:g}%"
+
+    def show(row, done: int, total: int) -> None:
+        if not args.quiet:
+            bars.close()
+            detail = row.output if row.status == "denoised" else row.message
+            print(f"[{done}/{total}] {row.status} {row.description or row.series_uid} ({row.n_slices} slices, "
+                  f"{row.seconds:.1f} s): {detail}", flush=True)
+
+    rows = denoise_archive(args.input, args.output, model, batch_size=args.batch_size,
+                           series_suffix=f" [LDCTDenoise {suffix}]", shard=shard, on_row=show,
+                           progress_for=lambda info: bars(f"{info.description or info.series_uid}"[:40]))
+    bars.close()
+    counts = {status: sum(row.status == status for row in rows) for status in (DENOISED, SKIPPED, REFUSED)}
+    print(f"{counts[DENOISED]} denoised, {counts[SKIPPED]} skipped, {counts[REFUSED]} refused"
+          f"{f' (shard {shard.index}/{shard.count})' if shard.count > 1 else ''}; summary: "
+          f"{summary_path(args.output.absolute(), shard)}")
+    return EXIT_INPUT_ERROR if counts[REFUSED] else 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _matching_reference(args: argparse.Namespace, bars: ProgressBars, volume: CTVolume) -> Optional[np.ndarray]:
@@ -294,9 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     denoise = add("denoise", command_denoise, "Denoise a low-dose CT DICOM series into a new derived series.")
     denoise.add_argument("input", type=Path, help="DICOM folder (searched recursively) or file")
-    denoise.add_argument("output", type=Path, help="new or empty folder for the denoised series")
+    denoise.add_argument("output", type=Path, help="new or empty folder for the denoised series (with --archive: "
+                                                   "the folder of the output tree, made or resumed)")
     denoise.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `models`)")
     denoise.add_argument("--series", help="SeriesInstanceUID, when the input holds several series")
+    denoise.add_argument("--archive", action="store_true",
+                         help="denoise every CT series under the input into OUTPUT/<its folder>/<SeriesInstanceUID>; "
+                              "a rerun skips the series already done; a summary CSV lists what was denoised, "
+                              "skipped and refused (exit status 2 if any was refused)")
+    denoise.add_argument("--shard", metavar="K/N|env",
+                         help="with --archive: only the series of shard K of N (0-based; a job array's index), or "
+                              "env for torchrun's RANK/WORLD_SIZE (one GPU per process by LOCAL_RANK) or a Slurm "
+                              "array's SLURM_ARRAY_TASK_ID/COUNT")
     denoise.add_argument("--strength", type=_strength_percent, default=100.0, metavar="PERCENT",
                          help="denoising strength, 0-100 (default %(default)g): the output is input + strength x "
                               "(denoised - input), as vendors' iterative-reconstruction levels; 100 is the model's "

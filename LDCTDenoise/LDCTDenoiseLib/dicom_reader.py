@@ -134,9 +134,18 @@ class SeriesLayout:
         return hu
 
 
-def list_series(paths: str | Path | Sequence[str | Path]) -> list[SeriesInfo]:
-    """List the series in the given files and folders (folders are searched recursively)."""
-    return [info for info, _, _ in _scan(paths, None)]
+def list_series(
+    paths: str | Path | Sequence[str | Path],
+    unreadable: list[tuple[Path, str]] | None = None,
+    cancel: CancelCheck | None = None,
+) -> list[SeriesInfo]:
+    """List the series in the given files and folders (folders are searched recursively).
+
+    A DICOM file that cannot be read stops the listing with its error, unless ``unreadable`` is given: then each
+    such file is appended to it as (path, message) and the listing goes on (an archive's one corrupt file must not
+    hide its other series).
+    """
+    return [info for info, _, _ in _scan(paths, cancel, unreadable)]
 
 
 def read_series(
@@ -326,7 +335,9 @@ def _is_image(header: pydicom.Dataset) -> bool:
 
 
 def _scan(
-    paths: str | Path | Sequence[str | Path], cancel: CancelCheck | None
+    paths: str | Path | Sequence[str | Path],
+    cancel: CancelCheck | None,
+    unreadable: list[tuple[Path, str]] | None = None,
 ) -> list[tuple[SeriesInfo, list[tuple[Path, pydicom.Dataset]], list[str]]]:
     """Group the DICOM image headers under ``paths`` by SeriesInstanceUID, with the warnings about each group.
 
@@ -340,7 +351,13 @@ def _scan(
     non_images = 0
     for path in files:
         check_cancel(cancel)
-        read = _read_header(path)
+        try:
+            read = _read_header(path)
+        except DicomInputError as error:
+            if unreadable is None:
+                raise
+            unreadable.append((path, str(error)))
+            continue
         if read is None:
             continue
         header, raw = read
@@ -351,7 +368,13 @@ def _scan(
         instance = str(header.get("SOPInstanceUID", "") or "")
         if instance and instance in seen:
             first_path, first = seen[instance]
-            _check_same_instance(first_path, first, path, header)
+            try:
+                _check_same_instance(first_path, first, path, header)
+            except DicomInputError as error:
+                if unreadable is None:
+                    raise
+                unreadable.append((path, str(error)))
+                continue
             repeats.setdefault(uid, []).append((path, first_path))
             continue
         if instance:

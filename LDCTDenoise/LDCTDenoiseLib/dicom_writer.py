@@ -18,6 +18,7 @@ import datetime
 import errno
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -123,10 +124,12 @@ def write_processed_series(
 ) -> list[Path]:
     """Read ``batch_size`` slices, ``process`` them (HU (b, y, x) in and out), write them; repeat to the end.
 
-    Memory holds one batch, never the series; only a multi-frame object is held whole (its decoded input and its
-    stored output) until its last frame is processed, since it is one file. When ``process`` works slice by slice,
-    or in batches of ``batch_size`` aligned with these, the files equal those of ``read_series`` +
-    ``process(volume.hu)`` + :func:`write_derived_series`.
+    Reading the next batch and writing the last one run in worker threads while ``process`` runs (decoding and
+    encoding DICOM overlap the network, which releases the GIL). Memory holds three batches (being read, processed
+    and written), never the series; only a multi-frame object is held whole (its decoded input and its stored
+    output) until its last frame is processed, since it is one file. When ``process`` works slice by slice, or in
+    batches of ``batch_size`` aligned with these, the files equal those of ``read_series`` + ``process(volume.hu)``
+    + :func:`write_derived_series`.
     """
     if batch_size < 1:
         raise LDCTDenoiseError(f"Batch size must be at least 1, got {batch_size}.")
@@ -139,11 +142,22 @@ def write_processed_series(
         series_number=series_number,
     ) as writer:
         report(progress, 0, n_slices)
-        for start in range(0, n_slices, batch_size):
-            check_cancel(cancel)
-            stop = min(start + batch_size, n_slices)
-            writer.add(range(start, stop), process(series.read(start, stop, cancel)))
-            report(progress, stop, n_slices)
+        # One reader and one writer thread: reads stay in order (a multi-frame file is decoded once), so do writes.
+        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writing:
+            next_batch = reader.submit(series.read, 0, min(batch_size, n_slices), cancel)
+            written: Future | None = None
+            for start in range(0, n_slices, batch_size):
+                check_cancel(cancel)
+                stop = min(start + batch_size, n_slices)
+                batch = next_batch.result()
+                if stop < n_slices:
+                    next_batch = reader.submit(series.read, stop, min(stop + batch_size, n_slices), cancel)
+                processed = process(batch)
+                if written is not None:
+                    written.result()  # at most one batch waits to be written; its error surfaces here
+                written = writing.submit(writer.add, range(start, stop), processed)
+                report(progress, stop, n_slices)
+            written.result()
         check_cancel(cancel)
         return writer.commit()
 

@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .body import network_mask
 from .errors import LDCTDenoiseError
 from .normalization import HU_MIN, hu_to_model, model_to_hu
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
@@ -68,41 +69,71 @@ def select_device(device: str = "auto") -> torch.device:
         raise LDCTDenoiseError(f"Unknown device '{device}'; use 'auto', 'cpu' or 'cuda'.") from None
 
 
-def forward_tiled(model: torch.nn.Module, x: torch.Tensor, tile: int = TILE) -> torch.Tensor:
-    """``model(x)`` for slices (n, 1, H, W), computed on overlapping (tile + 2 HALO)² windows and stitched.
+def tile_origins(mask: np.ndarray, tile: int) -> list[tuple[int, int]]:
+    """Top-left corners of tile² cores that cover every True pixel of one slice's ``mask`` (y, x).
+
+    Cores run in 128-row bands from the first masked row; within a band, from its first masked column to its last.
+    The last band and the last core of a band are shifted back so that every core lies inside the slice at full
+    size (the overlap is computed twice, with equal values).
+    """
+    height, width = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return []
+    origins = []
+    for top in _starts(int(rows[0]), int(rows[-1]) + 1, tile, height):
+        columns = np.flatnonzero(mask[top:top + tile].any(axis=0))
+        if columns.size:
+            origins.extend((top, left) for left in _starts(int(columns[0]), int(columns[-1]) + 1, tile, width))
+    return origins
+
+
+def _starts(first: int, stop: int, tile: int, size: int) -> list[int]:
+    """Starts of tile-long runs covering [first, stop), each inside [0, size)."""
+    return [min(start, size - tile) for start in range(first, stop, tile)]
+
+
+def forward_tiled(model: torch.nn.Module, x: torch.Tensor, tile: int = TILE,
+                  mask: Optional[np.ndarray] = None) -> torch.Tensor:
+    """``model(x)`` for slices (n, 1, H, W), computed on (tile + 2 HALO)² windows around tile² cores, and stitched.
 
     Every window lies inside its slice (shifted inwards at the borders), so windows of all slices batch together and
-    each kept pixel sees exactly the neighbourhood it has in the whole slice.
+    each kept pixel sees exactly the neighbourhood it has in the whole slice. With ``mask`` (n, H, W), only cores
+    holding a masked pixel are computed; the other pixels of the result are ``x``'s.
     """
     n_slices, _, height, width = x.shape
     size = tile + 2 * HALO
     if height < size or width < size:
         return model(x)
+    if mask is None:
+        mask = np.ones((n_slices, height, width), dtype=bool)
     boxes = [(index, top, left, min(max(top - HALO, 0), height - size), min(max(left - HALO, 0), width - size))
-             for index in range(n_slices) for top in range(0, height, tile) for left in range(0, width, tile)]
-    out = torch.empty_like(x)
+             for index in range(n_slices) for top, left in tile_origins(mask[index], tile)]
+    out = x.clone()
     for first in range(0, len(boxes), TILES_PER_CALL):
         group = boxes[first:first + TILES_PER_CALL]
         windows = torch.stack([x[index, :, y0:y0 + size, x0:x0 + size] for index, _, _, y0, x0 in group])
         for (index, top, left, y0, x0), result in zip(group, model(windows)):
-            rows, columns = min(tile, height - top), min(tile, width - left)
-            out[index, :, top:top + rows, left:left + columns] = result[:, top - y0:top - y0 + rows,
-                                                                        left - x0:left - x0 + columns]
+            out[index, :, top:top + tile, left:left + tile] = result[:, top - y0:top - y0 + tile,
+                                                                     left - x0:left - x0 + tile]
     return out
 
 
 def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torch.device = "auto",
-                   batch_size: int = 4, progress: Optional[ProgressCallback] = None,
+                   batch_size: int = 4, body_only: bool = True, progress: Optional[ProgressCallback] = None,
                    cancel: Optional[CancelCheck] = None) -> np.ndarray:
     """Denoise every slice of ``hu`` (float HU, (z, y, x) or one (y, x) slice); the input is never modified.
 
-    Pixels below -1024 HU (outside the scan's field of view) keep their input value: the network cannot represent
-    them and they carry no anatomy.
+    With ``body_only`` (the default), only the body and a margin around it (:func:`body.network_mask`) are
+    denoised; elsewhere, in air far from the patient, the output is the input, and on the CPU the network does not
+    run there. Pixels below -1024 HU
+    (outside the scan's field of view) keep their input value too: the network cannot represent them and they carry
+    no anatomy.
     """
     volume = np.asarray(hu)
     if volume.ndim == 2:
-        return denoise_volume(model, volume[None], device=device, batch_size=batch_size, progress=progress,
-                              cancel=cancel)[0]
+        return denoise_volume(model, volume[None], device=device, batch_size=batch_size, body_only=body_only,
+                              progress=progress, cancel=cancel)[0]
     if volume.ndim != 3:
         raise LDCTDenoiseError(f"Expected a (z, y, x) volume or a (y, x) slice, got shape {volume.shape}.")
     if batch_size < 1:
@@ -118,14 +149,15 @@ def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torc
             check_cancel(cancel)
             batch = np.asarray(volume[start:start + batch_size], dtype=np.float32)
             inputs = torch.from_numpy(hu_to_model(batch))[:, None].to(target)
+            denoised_region = network_mask(batch) if body_only else np.ones(batch.shape, dtype=bool)
             if on_gpu:
                 predicted = model(inputs.contiguous(memory_format=torch.channels_last))
             else:
                 keep_large_buffers()
-                predicted = forward_tiled(model, inputs)
+                predicted = forward_tiled(model, inputs, mask=denoised_region)
             denoised = model_to_hu(predicted[:, 0]).cpu().numpy()
-            outside_fov = batch < HU_MIN
-            denoised[outside_fov] = batch[outside_fov]
+            kept = ~denoised_region | (batch < HU_MIN)
+            denoised[kept] = batch[kept]
             output[start:start + len(batch)] = denoised
             report(progress, min(start + batch_size, n_slices), n_slices)
     return output

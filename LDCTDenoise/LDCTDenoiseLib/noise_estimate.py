@@ -40,11 +40,11 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
+from .body import BODY_HU
 from .errors import LDCTDenoiseError
 from .metrics import noise_power_spectrum, noise_power_spectrum_2d, nps_summary
 
 SOFT_TISSUE_HU = (-100.0, 200.0)  # fat-muscle boundary to enhanced liver, judged on the smoothed image
-BODY_HU = -500.0  # smoothed HU above this is inside the patient (air and lung are below)
 SMOOTH_MM = 2.0  # smoothing before the masks, so that noise (even 5 % dose) does not cut them up
 ERODE_MM = 3.0  # keep away from tissue boundaries
 ROI_SIZE_PX = 64  # 42-52 mm at the Mayo pixel sizes (0.66-0.82 mm)

@@ -139,3 +139,61 @@ def test_cuda_path_of_the_shipped_model_is_far_below_the_noise():
     body = phantom > -500
     error = (gpu - cpu)[body]
     assert np.sqrt(np.mean(error ** 2)) < 1.0 and np.abs(error).max() < 10.0
+
+
+def _small_body_volume(n_slices=2, size=320, seed=0):
+    """A disc of soft tissue (radius 60 px) off centre in air, with noise: most of the slice is far from the body."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:size, 0:size]
+    disc = (rows - 110) ** 2 + (columns - 200) ** 2 < 60 ** 2
+    volume = np.where(disc, 40.0, -1000.0)[None] + rng.normal(0, 20, (n_slices, size, size))
+    return volume.astype(np.float32), disc
+
+
+def test_the_body_mask_holds_every_pixel_denser_than_air_and_8_px_around_it():
+    from LDCTDenoiseLib.body import network_mask
+    from scipy import ndimage
+
+    volume, disc = _small_body_volume()
+    volume[:, 300:302, 20:120] = 300.0  # a thin line (a table edge, a catheter) far from the body
+    dense = disc | (volume[0] > -500)
+    mask = network_mask(volume)
+    assert mask[:, ndimage.binary_dilation(dense, iterations=8)].all()
+    assert mask.mean() < 0.6  # and not the air far from it
+
+
+def test_only_the_body_goes_through_the_network_and_there_the_output_is_unchanged():
+    """The body test (body.network_mask: 8 px blocks above -500 HU, filled, grown by 16 px) decides what the network
+    computes; inside it the output equals the path that computes every tile, bit for bit; outside it is the input."""
+    from LDCTDenoiseLib.body import network_mask
+
+    model = CPCE2D().eval()
+    volume, disc = _small_body_volume()
+    windows = []
+    model.register_forward_pre_hook(lambda module, inputs: windows.append(inputs[0].shape[0]))
+    output = denoise_volume(model, volume, device="cpu", batch_size=2)
+    computed = sum(windows)
+    windows.clear()
+    every_tile = denoise_volume(model, volume, device="cpu", batch_size=2, body_only=False)
+    mask = network_mask(volume)
+    np.testing.assert_array_equal(output[mask], every_tile[mask])
+    np.testing.assert_array_equal(output[~mask], volume[~mask])
+    assert computed == 2 * 3 and sum(windows) == 2 * 9  # 3 of the 9 128² tiles of each slice hold the body
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tile_origins_cover_every_masked_pixel_with_cores_inside_the_slice(seed):
+    from LDCTDenoiseLib.inference import tile_origins
+
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(130, 400, size=2)
+    mask = np.zeros((height, width), dtype=bool)
+    for _ in range(rng.integers(1, 4)):  # a few rectangles anywhere, touching the borders sometimes
+        top, left = rng.integers(0, height), rng.integers(0, width)
+        mask[top:top + rng.integers(1, 200), left:left + rng.integers(1, 200)] = True
+    covered = np.zeros_like(mask)
+    for top, left in tile_origins(mask, 64):
+        assert 0 <= top <= height - 64 and 0 <= left <= width - 64
+        covered[top:top + 64, left:left + 64] = True
+    assert covered[mask].all()
+    assert tile_origins(np.zeros((100, 100), dtype=bool), 64) == []

@@ -156,7 +156,7 @@ def test_recorruption_trains_on_the_target_alone_and_reports_its_gain(noisy, mon
 
 
 def test_recorruption_patches_are_centred_in_the_lungs_too_but_never_in_the_air_around_the_patient():
-    from LDCTDenoiseLib.adaptation.gain import body_outline
+    from LDCTDenoiseLib.body import body_outline
     from LDCTDenoiseLib.adaptation.patches import BodyPatchSampler
 
     volume = np.full((2, 96, 96), -1000.0, np.float32)

@@ -73,13 +73,14 @@ import torch
 from torch.nn import functional as F
 
 from .. import __version__
+from ..body import body_outline
 from ..errors import LDCTDenoiseError
 from ..inference import select_device
 from ..normalization import HU_RANGE, hu_to_model
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .discriminator import AlignmentDiscriminator, discriminator_loss, generator_loss
 from .frequency_mask import FrequencyMask, apply_mask
-from .gain import GainEstimate, body_outline, estimate_gain
+from .gain import GainEstimate, estimate_gain
 from .noise_matching import NoiseMatcher, estimate_nps_2d
 from .patches import BodyPatchSampler
 from .perceptual import PerceptualLoss

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..body import BODY_HU
 from ..errors import LDCTDenoiseError
 from ..metrics import WINDOW_CENTER, WINDOW_WIDTH
 from ..normalization import HU_RANGE, hu_to_model, model_to_hu
@@ -35,7 +36,6 @@ PROBES = 2
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 SMOOTH_MM = 2.0
-BODY_HU = -500.0
 # The noise variance the decision allows for. SURE's difference between two models moves by
 # 2 (k - 1) (tr ΣJ_adapted - tr ΣJ_start) when the true variance is k times the estimate, so a model is only kept
 # when it wins at both ends of the band. The noise estimate's SD read 0.97-1.06 times the truth on the six Mayo
@@ -45,13 +45,6 @@ NOISE_VARIANCE_BAND = (0.9 ** 2, 1.1 ** 2)
 # Wider dB intervals are not stated to the user: an error estimate near zero at one end of the band makes the dB
 # bound run away (+11 dB on Mayo L109 where the error difference was -112 to +44 HU²)
 MAX_STATED_DB_WIDTH = 3.0
-
-
-def body_outline(volume: np.ndarray) -> np.ndarray:
-    """Everything denser than air in each slice, filled (the patient with lungs and bowel gas, and the table), from
-    the image smoothed by 2 px."""
-    return np.stack([ndimage.binary_fill_holes(ndimage.gaussian_filter(np.asarray(image, np.float32), 2.0) > BODY_HU)
-                     for image in volume])
 
 
 def scored_mask(image: np.ndarray, pixel_mm: float) -> np.ndarray:
