@@ -3,6 +3,7 @@
     .venv/bin/python Testing/benchmark.py [--json runs/benchmark.json] [--series-slices 300] [--device cpu]
     .venv/bin/python Testing/benchmark.py --series-only   # only the end-to-end series run (a few minutes on a CPU)
     .venv/bin/python Testing/benchmark.py --adaptation-only   # only the adaptation's speed and gain (minutes)
+    .venv/bin/python Testing/benchmark.py --inference-only    # only the per-slice paths and the body test
 
 Prints a table and writes it as JSON. These are measurements, never assertions: the test suite does not time
 anything. Every faster path is also compared with the plain fp32 reference in HU over the body, since a speed-up
@@ -127,8 +128,19 @@ def onnx_runtime(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tenso
     return lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
 
 
+def openvino_runtime(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model converted by OpenVINO (its fused CPU kernels) in fp32, this process's thread count, any shape."""
+    import openvino
+
+    converted = openvino.convert_model(model.cpu().eval(), example_input=torch.zeros(1, 1, SLICE, SLICE),
+                                       input=[openvino.PartialShape([-1, 1, -1, -1])])
+    compiled = openvino.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                                                "INFERENCE_PRECISION_HINT": "f32"})
+    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
+
+
 def variant(model: torch.nn.Module, device: torch.device, batch: int, *, channels_last: bool = False,
-            bf16: bool = False, compiled: bool = False, onnx: bool = False,
+            bf16: bool = False, compiled: bool = False, onnx: bool = False, openvino: bool = False,
             tile: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A candidate path, timed against the engine's and the naive one: the record of what was tried.
 
@@ -141,6 +153,8 @@ def variant(model: torch.nn.Module, device: torch.device, batch: int, *, channel
         net = torch.compile(net)
     if onnx:
         net = onnx_runtime(model)
+    if openvino:
+        net = openvino_runtime(model)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
@@ -277,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the end-to-end series run (time and peak memory of `ldct-denoise denoise`)")
     parser.add_argument("--adaptation-steps", type=int, default=300, help="steps of the adaptation run")
     parser.add_argument("--adaptation-only", action="store_true", help="only the adaptation's speed and gain")
+    parser.add_argument("--inference-only", action="store_true",
+                        help="only the per-slice inference rows and the body test (no series, simulator, adaptation)")
     args = parser.parse_args(argv)
 
     device = select_device(args.device)
@@ -332,11 +348,13 @@ def main(argv: list[str] | None = None) -> None:
         "tiles 256 (+8 px halo)": dict(batch=4, tile=256),
         "onnxruntime, whole slices, batch 4": dict(batch=4, onnx=True),
         "onnxruntime, tiles 128 (+8 px halo)": dict(batch=4, tile=128, onnx=True),
+        "openvino fp32, whole slices, batch 4": dict(batch=4, openvino=True),
+        "openvino fp32, tiles 128 (+8 px halo)": dict(batch=4, tile=128, openvino=True),
     }
     for name, options in candidates.items():
         if args.skip and any(word in name for word in args.skip.split(",")):
             continue
-        if options.get("onnx") and device.type != "cpu":  # the ONNX Runtime candidate is a CPU path
+        if (options.get("onnx") or options.get("openvino")) and device.type != "cpu":  # CPU runtimes
             continue
         try:
             seconds, output = seconds_per_slice(variant(model, device, **options), volume, device)
@@ -352,10 +370,11 @@ def main(argv: list[str] | None = None) -> None:
         row["fraction_of_best_limit"] = row["gflops"] / best_limit
         row["speedup_over_naive"] = reference_seconds / row["seconds_per_slice"]
     report["inference"] = rows
-    report["series_end_to_end"] = series_end_to_end(args.series_slices, str(device))
     report["body_test"] = body_test_coverage([volume, *real_series()])
-    report["simulator_seconds_per_slice"] = simulator_seconds_per_slice()
-    report["adaptation"] = adaptation_speed_and_gain(args.adaptation_steps, monitor_every, str(device))
+    if not args.inference_only:
+        report["series_end_to_end"] = series_end_to_end(args.series_slices, str(device))
+        report["simulator_seconds_per_slice"] = simulator_seconds_per_slice()
+        report["adaptation"] = adaptation_speed_and_gain(args.adaptation_steps, monitor_every, str(device))
 
     print(f"{report['machine']['device_name']} ({device}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
@@ -370,9 +389,10 @@ def main(argv: list[str] | None = None) -> None:
     for row in report["body_test"]:
         print(f"body test on {row['series']}: network mask {100 * row['mask_fraction']:.0f} % of the pixels, "
               f"{100 * row['tile_fraction']:.0f} % of the 128² tiles computed")
-    print_series(report["series_end_to_end"])
-    print(f"simulator: {report['simulator_seconds_per_slice']:.2f} s per 512² slice (720 views)")
-    print_adaptation(report["adaptation"])
+    if not args.inference_only:
+        print_series(report["series_end_to_end"])
+        print(f"simulator: {report['simulator_seconds_per_slice']:.2f} s per 512² slice (720 views)")
+        print_adaptation(report["adaptation"])
     write_report(report, args.json)
 
 

@@ -26,9 +26,9 @@ from LDCTDenoiseLib.inference import denoise_volume
 from LDCTDenoiseLib.metrics import per_slice_metrics
 from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, ModelRegistry
 
-from .run_files import REPO_ROOT
+from .run_files import data_root
 
-MAYO = REPO_ROOT.parent / "shared" / "data" / "mayo"
+MAYO = data_root() / "mayo"
 L109 = MAYO / "target_unlabeled" / "L109_QD_3mm_B30"
 L286 = (MAYO / "paired" / "D45_3mm" / "L286" / "quarter", MAYO / "paired" / "D45_3mm" / "L286" / "full")
 

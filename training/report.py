@@ -39,7 +39,7 @@ from .report_domains import load_domains
 from .report_jobs import job_path, load_job_model, run_job, slug
 from . import report_writer as labels
 from .report_writer import write_report
-from .run_files import REPO_ROOT, git_commit
+from .run_files import REPO_ROOT, data_root, git_commit
 
 DEFAULT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 NPS_SQUARE = 256  # the central square of each slice where the noise SD and NPS of (output - reference) are taken
@@ -166,7 +166,7 @@ def score(output: np.ndarray, reference: np.ndarray, pixel_mm: float) -> dict:
 
 def evaluate(config: dict, rows: dict, run_dir: Path, device: str) -> dict:
     """Score every row of every direction on the direction's held-out series (per slice; seeds kept apart)."""
-    domains = load_domains(run_dir, Path(config["data_root"]), config["normal_dose_every"])
+    domains = load_domains(run_dir, data_root(config), config["normal_dose_every"])
     results = {}
     for direction in config["directions"]:
         name = direction["name"]
@@ -216,11 +216,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown directions {sorted(unknown)}")
         config["not_run"] = [d["name"] for d in config["directions"] if d["name"] not in wanted]
         config["directions"] = [d for d in config["directions"] if d["name"] in wanted]
-    config["data_root"] = str((REPO_ROOT / config["data_root"]).resolve())
     run_dir = REPO_ROOT / config["output_dir"]
     command = "python -m training.report " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     tic = time.perf_counter()
-    load_domains(run_dir, Path(config["data_root"]), config["normal_dose_every"])
+    load_domains(run_dir, data_root(config), config["normal_dose_every"])
     first, adaptations, rows = plan(config)
     run_jobs(first, config, run_dir, args.device, args.jobs, "source, upper-bound and self-supervised models")
     run_jobs(adaptations, config, run_dir, args.device, args.jobs, "adaptation runs")

@@ -26,6 +26,7 @@ from LDCTDenoiseLib.normalization import hu_to_model
 
 from .report_domains import Series, load_domains
 from .self_supervised import train_blind_spot
+from .run_files import data_root
 from .train_supervised import learning_rate
 
 
@@ -99,7 +100,7 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", message="No VGG-19 weights file given")
     device = select_device(device_name)
-    domains = load_domains(run_dir, Path(config["data_root"]), config["normal_dose_every"])
+    domains = load_domains(run_dir, data_root(config), config["normal_dose_every"])
     tic = time.perf_counter()
     if job["kind"] == "shipped":
         model, info = shipped_model(job["model"]), {"shipped": job["model"]}

@@ -1,8 +1,10 @@
 """Files every training run keeps: atomic checkpoints, a CSV log and a loss-curve PNG."""
 
 import csv
+import os
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -12,6 +14,16 @@ from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.metrics import DISPLAY_WINDOW
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT_VARIABLE = "LDCTDENOISE_DATA"
+DEFAULT_DATA_ROOT = "../shared/data"  # relative to the repository
+
+
+def data_root(config: Optional[dict] = None) -> Path:
+    """The team's data folder: ``$LDCTDENOISE_DATA`` when set, else the config's ``data_root`` (by default
+    ``../shared/data``) relative to the repository. Configs and results keep the relative form, so they hold no
+    machine's paths."""
+    relative = (config or {}).get("data_root", DEFAULT_DATA_ROOT)
+    return Path(os.environ.get(DATA_ROOT_VARIABLE) or REPO_ROOT / relative).resolve()
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

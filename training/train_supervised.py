@@ -43,7 +43,7 @@ from LDCTDenoiseLib.model_registry import save_model
 from LDCTDenoiseLib.normalization import hu_to_model
 
 from .paired_data import BodyPatchSampler, PairedVolume, load_packed_pair, load_pair
-from .run_files import REPO_ROOT, append_log, git_commit, plot_loss_curve, save_checkpoint
+from .run_files import REPO_ROOT, append_log, data_root, git_commit, plot_loss_curve, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def load_split(config: dict, split: str) -> list[PairedVolume]:
     if any(with_series):
         from .report_domains import load_domains
 
-        domains = load_domains(REPO_ROOT / config["series_cache"], (REPO_ROOT / config["data_root"]).resolve(),
+        domains = load_domains(REPO_ROOT / config["series_cache"], data_root(config),
                                config["normal_dose_every"])
         return [PairedVolume(item["patient"], domains[item["series"]].low_dose, domains[item["series"]].reference,
                              domains[item["series"]].pixel_mm) for item in config[split]]
@@ -140,10 +140,11 @@ def load_split(config: dict, split: str) -> list[PairedVolume]:
             pack = {key: stored[key] for key in stored.files}
         return [load_packed_pair(pack, item["low_dose"], item["normal_dose"], item["patient"])
                 for item in config[split]]
-    data_root = (REPO_ROOT / config["data_root"]).resolve()
-    if not data_root.is_dir():
-        sys.exit(f"Training data not found at {data_root} (the team's ../shared/data); nothing to train on.")
-    return [load_pair(data_root / item["low_dose"], data_root / item["normal_dose"], item["patient"])
+    root = data_root(config)
+    if not root.is_dir():
+        sys.exit(f"Training data not found at {root} (the team's ../shared/data, or $LDCTDENOISE_DATA); nothing to "
+                 f"train on.")
+    return [load_pair(root / item["low_dose"], root / item["normal_dose"], item["patient"])
             for item in config[split]]
 
 

@@ -43,7 +43,7 @@ from LDCTDenoiseLib.model_registry import ModelRegistry
 
 from .report_domains import load_domains
 from .report_jobs import slug
-from .run_files import REPO_ROOT, git_commit
+from .run_files import REPO_ROOT, data_root, git_commit
 
 REPORT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 SHIPPED = ("cpce2d-mayo-d45", "cpce2d-mayo-general")
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         config = yaml.safe_load(handle)
     run_dir = REPO_ROOT / "runs" / "validate-gain"
     report_dir = REPO_ROOT / config["output_dir"]
-    domains = load_domains(report_dir, (REPO_ROOT / config["data_root"]).resolve(), config["normal_dose_every"])
+    domains = load_domains(report_dir, data_root(config), config["normal_dose_every"])
     directions = [d for d in config["directions"] if d.get("source_model")]
     if args.directions:
         wanted = {name.strip() for name in args.directions.split(",")}

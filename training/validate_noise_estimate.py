@@ -37,8 +37,8 @@ from LDCTDenoiseLib.phantom import make_abdomen_phantom
 from LDCTDenoiseLib.simulator import simulate_low_dose_volume
 
 from .report_domains import SIMULATED_PROTOCOLS
+from .run_files import REPO_ROOT, data_root
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.15  # relative tolerance on SD, NPS peak and mean frequency
 OLD_ROI_SIZE = 64  # the adaptation's noise-matching patches
 
@@ -226,7 +226,8 @@ def write_markdown(rows: list[dict], path: Path, seconds: float, command: str) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-root", type=Path, default=data_root(),
+                        help="the team's data (default $LDCTDENOISE_DATA, else ../shared/data)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "evaluation" / "noise-estimate",
                         help="output path without suffix (.md and .json are written)")
     parser.add_argument("--sim-slices", type=int, default=6,

@@ -27,7 +27,7 @@ from typing import Optional
 
 from .atomic import write_bytes_atomically
 from .dicom_reader import SeriesInfo, list_series, open_series
-from .dicom_writer import write_processed_series
+from .pipeline import denoise_series
 from .errors import CancelledError, LDCTDenoiseError
 from .methods import Method
 from .progress import CancelCheck, check_cancel
@@ -167,7 +167,7 @@ def _denoise_one(info: SeriesInfo, out: Path, method: Method, batch_size: int, s
         if derivation.startswith(OWN_OUTPUT_PREFIX):
             row.status, row.output, row.message = SKIPPED, "", "an LDCTDenoise output, not a source series"
             return row
-        write_processed_series(series, method, out, batch_size=batch_size, derivation_description=method.derivation(),
+        denoise_series(series, method, out, batch_size=batch_size, derivation_description=method.derivation(),
                                series_description_suffix=suffix, progress=progress, cancel=cancel)
         row.message = "; ".join(series.warnings)
     except CancelledError:

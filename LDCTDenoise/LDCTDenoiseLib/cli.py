@@ -25,7 +25,8 @@ from .adaptation import ADAPTATION_METHODS, DEFAULT_METHOD
 from .archive import DENOISED, REFUSED, SKIPPED, denoise_archive, parse_shard, summary_path
 from .comparison import comparison_metrics, parse_roi, run_methods, write_comparison
 from .dicom_reader import CTVolume, open_series, read_series
-from .dicom_writer import check_output_folder, write_derived_series, write_processed_series
+from .dicom_writer import check_output_folder, write_derived_series
+from .pipeline import denoise_series
 from .errors import LDCTDenoiseError, SeriesSelectionError
 from .methods import INPUT, ModelDenoiser, available_methods
 from .metrics import DISPLAY_WINDOW_LABEL, Roi
@@ -106,7 +107,7 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
         _say(args, f"warning: {args.input}: {warning}")
     tic = time.perf_counter()
     suffix = args.model if args.strength == 100.0 else f"{args.model} {args.strength:g}%"
-    files = write_processed_series(series, model, args.output, batch_size=args.batch_size,
+    files = denoise_series(series, model, args.output, batch_size=args.batch_size,
                                    derivation_description=model.derivation(),
                                    series_description_suffix=f" [LDCTDenoise {suffix}]",
                                    progress=bars(f"read, denoise ({args.model}{at_strength}), write"))

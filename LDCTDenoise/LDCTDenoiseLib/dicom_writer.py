@@ -6,9 +6,9 @@ soft-tissue window, and the pixels (stored with the source's rescale and photome
 Everything is written into a hidden sibling folder that is renamed to the output folder only when complete, so a
 failure or a cancel leaves nothing behind.
 
-:func:`write_derived_series` writes a volume held in memory; :func:`write_processed_series` reads, processes and
-writes a series a batch of slices at a time, so that a long series never has to fit in memory. Both write through
-:class:`DerivedSeriesWriter` and give the same files.
+:func:`write_derived_series` writes a volume held in memory; :class:`DerivedSeriesWriter` takes the slices as
+they come, which the read -> denoise -> write loop of :mod:`pipeline` feeds a batch at a time. Both give the same
+files.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import datetime
 import errno
 import os
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -106,58 +105,6 @@ def write_derived_series(
             writer.add(indices, [hu[index] for index in indices])
             done += len(indices)
             report(progress, done, hu.shape[0])
-        check_cancel(cancel)
-        return writer.commit()
-
-
-def write_processed_series(
-    series: SeriesLayout,
-    process: Callable[[np.ndarray], np.ndarray],
-    out_dir: str | Path,
-    *,
-    batch_size: int,
-    derivation_description: str,
-    series_description_suffix: str = " [LDCTDenoise]",
-    series_number: int | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelCheck | None = None,
-) -> list[Path]:
-    """Read ``batch_size`` slices, ``process`` them (HU (b, y, x) in and out), write them; repeat to the end.
-
-    Reading the next batch and writing the last one run in worker threads while ``process`` runs (decoding and
-    encoding DICOM overlap the network, which releases the GIL). Memory holds three batches (being read, processed
-    and written), never the series; only a multi-frame object is held whole (its decoded input and its stored
-    output) until its last frame is processed, since it is one file. When ``process`` works slice by slice, or in
-    batches of ``batch_size`` aligned with these, the files equal those of ``read_series`` + ``process(volume.hu)``
-    + :func:`write_derived_series`.
-    """
-    if batch_size < 1:
-        raise LDCTDenoiseError(f"Batch size must be at least 1, got {batch_size}.")
-    n_slices = series.shape[0]
-    with DerivedSeriesWriter(
-        series,
-        out_dir,
-        derivation_description=derivation_description,
-        series_description_suffix=series_description_suffix,
-        series_number=series_number,
-    ) as writer:
-        report(progress, 0, n_slices)
-        # One reader and one writer thread: reads stay in order (a multi-frame file is decoded once), so do writes.
-        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writing:
-            next_batch = reader.submit(series.read, 0, min(batch_size, n_slices), cancel)
-            written: Future | None = None
-            for start in range(0, n_slices, batch_size):
-                check_cancel(cancel)
-                stop = min(start + batch_size, n_slices)
-                batch = next_batch.result()
-                if stop < n_slices:
-                    next_batch = reader.submit(series.read, stop, min(stop + batch_size, n_slices), cancel)
-                processed = process(batch)
-                if written is not None:
-                    written.result()  # at most one batch waits to be written; its error surfaces here
-                written = writing.submit(writer.add, range(start, stop), processed)
-                report(progress, stop, n_slices)
-            written.result()
         check_cancel(cancel)
         return writer.commit()
 

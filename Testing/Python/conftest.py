@@ -1,5 +1,6 @@
 """Shared pytest fixtures: where the team's real CT lives, and skipping cleanly when it is absent."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,12 +9,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What Slicer puts on sys.path for the module: its folder, with the engine and the Slicer-side library.
 sys.path.insert(0, str(REPO_ROOT / "LDCTDenoise"))
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("LDCTDENOISE_DATA") or REPO_ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(autouse=True)
+def torch_cpu_runtime(monkeypatch):
+    """PyTorch runs the network on the CPU in every test (and the processes they start) unless a test asks for
+    OpenVINO: compiling each test's fresh network with OpenVINO would cost about 3 s, and PyTorch's tiled path is
+    the one whose identities (tiles = whole slice, body skip) the tests check; test_openvino_runtime.py checks
+    OpenVINO against it."""
+    monkeypatch.setenv("LDCTDENOISE_CPU_RUNTIME", "torch")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real CT folder (../shared/data); tests that need it skip with a message when it is absent."""
+    """The real CT folder ($LDCTDENOISE_DATA, else ../shared/data); tests that need it skip with a message when it
+    is absent."""
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real CT data not found at {SHARED_DATA} (team-internal, never committed)")
     return SHARED_DATA

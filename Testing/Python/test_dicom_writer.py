@@ -17,7 +17,8 @@ from dicom_factory import (
     write_interleaved_enhanced_series,
 )
 from LDCTDenoiseLib.dicom_reader import open_series, read_series
-from LDCTDenoiseLib.dicom_writer import write_derived_series, write_processed_series
+from LDCTDenoiseLib.dicom_writer import write_derived_series
+from LDCTDenoiseLib.pipeline import denoise_series
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -310,7 +311,7 @@ def test_streamed_series_equals_the_whole_volume_path(tmp_path, kind, batch_size
     volume = read_series(tmp_path / "in")
     whole = write_derived_series(volume, brighten(volume.hu), tmp_path / "whole", derivation_description=DERIVATION)
     calls = []
-    streamed = write_processed_series(open_series(tmp_path / "in"), brighten, tmp_path / "streamed",
+    streamed = denoise_series(open_series(tmp_path / "in"), brighten, tmp_path / "streamed",
                                       batch_size=batch_size, derivation_description=DERIVATION,
                                       progress=lambda done, total: calls.append((done, total)))
     assert snapshot(tmp_path / "in") == before
@@ -331,7 +332,7 @@ def test_streaming_cancelled_or_failing_midway_leaves_nothing(tmp_path, kind):
         return hu
 
     with pytest.raises(CancelledError):
-        write_processed_series(series, count, tmp_path / "out", batch_size=1, derivation_description=DERIVATION,
+        denoise_series(series, count, tmp_path / "out", batch_size=1, derivation_description=DERIVATION,
                                cancel=lambda: len(batches) >= 3)
     assert batches == [1, 1, 1]
 
@@ -341,10 +342,10 @@ def test_streaming_cancelled_or_failing_midway_leaves_nothing(tmp_path, kind):
         return count(hu)
 
     with pytest.raises(OSError, match="disk full"):
-        write_processed_series(series, fail_on_the_third_batch, tmp_path / "out", batch_size=1,
+        denoise_series(series, fail_on_the_third_batch, tmp_path / "out", batch_size=1,
                                derivation_description=DERIVATION)
     with pytest.raises(LDCTDenoiseError, match="NaN"):
-        write_processed_series(series, lambda hu: np.where(hu > 1000, np.nan, hu), tmp_path / "out", batch_size=2,
+        denoise_series(series, lambda hu: np.where(hu > 1000, np.nan, hu), tmp_path / "out", batch_size=2,
                                derivation_description=DERIVATION)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
     assert snapshot(tmp_path / "in") == before

@@ -1,0 +1,73 @@
+"""The CPU runtime choice: OpenVINO when installed (the product's faster CPU path), PyTorch otherwise or when asked.
+
+OpenVINO's fused fp32 kernels round differently from PyTorch's; the bound checked here (0.05 HU) is far below one
+stored HU step and the noise (tens of HU). Measured on the shipped model: 0.002 HU at most (README, Performance).
+"""
+
+import numpy as np
+import pytest
+import torch
+from dicom_factory import phantom_hu, write_ct_series
+from LDCTDenoiseLib.cli import main
+from LDCTDenoiseLib.cpce import CPCE2D
+from LDCTDenoiseLib.dicom_reader import read_series
+from LDCTDenoiseLib.errors import LDCTDenoiseError
+from LDCTDenoiseLib.inference import CPU_RUNTIME_VARIABLE, cpu_runtime, denoise_volume
+
+openvino = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+BOUND_HU = 0.05
+
+
+def body_volume(n_slices=3, size=160, seed=0):
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:size, 0:size]
+    body = (rows - 80) ** 2 / 60 ** 2 + (columns - 80) ** 2 / 70 ** 2 < 1
+    volume = np.where(body, 40.0, -1000.0) + rng.normal(0, 30, (n_slices, size, size))
+    return volume.astype(np.float32)
+
+
+def test_openvino_gives_the_pytorch_result_within_rounding_and_keeps_the_air(monkeypatch):
+    torch.manual_seed(0)
+    model = CPCE2D().eval()
+    volume = body_volume()
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "torch")
+    reference = denoise_volume(model, volume, device="cpu", batch_size=2)
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "openvino")
+    assert cpu_runtime() == "openvino"
+    output = denoise_volume(model, volume, device="cpu", batch_size=2)
+    assert np.abs(output - reference).max() < BOUND_HU
+    unchanged = reference == volume  # air far from the body: the input on both runtimes
+    assert unchanged.mean() > 0.1 and np.array_equal(output[unchanged], volume[unchanged])
+
+
+def test_the_compiled_model_follows_weights_changed_in_place(monkeypatch):
+    """An adaptation updates the same network's weights in place: the next denoising must use the new ones."""
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "openvino")
+    torch.manual_seed(0)
+    model = CPCE2D().eval()
+    volume = body_volume(1)
+    before = denoise_volume(model, volume, device="cpu")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.1)
+    after = denoise_volume(model, volume, device="cpu")
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "torch")
+    assert not np.allclose(before, after, atol=1.0)
+    assert np.abs(after - denoise_volume(model, volume, device="cpu")).max() < BOUND_HU
+
+
+def test_denoise_on_openvino_writes_what_pytorch_writes_within_one_stored_step(profile, tmp_path, monkeypatch):
+    write_ct_series(tmp_path / "in", phantom_hu(3, 48, seed=2))
+    for runtime in ("torch", "openvino"):
+        monkeypatch.setenv(CPU_RUNTIME_VARIABLE, runtime)
+        assert main(["denoise", str(tmp_path / "in"), str(tmp_path / runtime), "--model", profile, "--device", "cpu",
+                     "--quiet"]) == 0
+    difference = read_series(tmp_path / "openvino").hu - read_series(tmp_path / "torch").hu
+    assert np.abs(difference).max() <= 1.0 and np.mean(difference != 0) < 0.01  # a rounding flip now and then
+
+
+@pytest.mark.parametrize("value, message", [("tensorrt", "use one of auto, torch, openvino")])
+def test_an_unknown_runtime_is_refused(monkeypatch, value, message):
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, value)
+    with pytest.raises(LDCTDenoiseError, match=message):
+        cpu_runtime()
