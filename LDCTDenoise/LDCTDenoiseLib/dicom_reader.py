@@ -60,30 +60,6 @@ class SeriesInfo:
 
 
 @dataclass
-class CTVolume:
-    """A CT series in HU with the geometry and the headers the writer needs to make a derived series."""
-
-    hu: np.ndarray
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: np.ndarray
-    slice_positions: np.ndarray
-    series_uid: str
-    description: str
-    source_files: list[Path]  # per slice; empty for a volume made in memory (see synthetic_series.py)
-    frame_indices: list[int | None]
-    headers: list[pydicom.Dataset]
-    warnings: list[str]
-    gantry_tilt_deg: float
-    uneven_spacing: bool
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(z, y, x), as :attr:`SeriesLayout.shape`: what the writer needs from either."""
-        return self.hu.shape
-
-
-@dataclass
 class _Slice:
     """One image plane (a single-frame file or one frame of an Enhanced CT object) before its pixels are read."""
 
@@ -101,9 +77,10 @@ class _Slice:
 
 @dataclass
 class SeriesLayout:
-    """A checked CT series without its pixels: what :class:`CTVolume` holds besides ``hu``, and ``shape``.
+    """A checked CT series without its pixels: geometry, per-slice rescale, source files and headers, warnings.
 
-    :meth:`read` decodes any run of slices on demand, so a caller can stream a long series a batch at a time.
+    :meth:`read` decodes any run of slices on demand, so a caller can stream a long series a batch at a time. The
+    writer needs nothing else to make a derived series; :class:`CTVolume` is the same with the HU in memory.
     """
 
     shape: tuple[int, int, int]
@@ -113,13 +90,14 @@ class SeriesLayout:
     slice_positions: np.ndarray
     series_uid: str
     description: str
-    source_files: list[Path]
+    source_files: list[Path]  # per slice; empty for a volume made in memory (see synthetic_series.py)
     frame_indices: list[int | None]
     headers: list[pydicom.Dataset]
-    warnings: list[str]
-    gantry_tilt_deg: float
-    uneven_spacing: bool
-    slices: list[_Slice] = field(repr=False)
+    rescale: np.ndarray = field(repr=False)  # (slices, 2): each slice's RescaleSlope and RescaleIntercept, as read
+    warnings: list[str] = field(default_factory=list)
+    gantry_tilt_deg: float = 0.0
+    uneven_spacing: bool = False
+    slices: list[_Slice] = field(default_factory=list, repr=False)  # the files' planes; empty for one in memory
     # Decoded multi-frame objects whose later frames a following read needs: each file is decoded once as long as
     # reads go forward, and nothing is kept past its last frame.
     _decoded: dict[Path, np.ndarray] = field(default_factory=dict, init=False, repr=False)
@@ -132,6 +110,23 @@ class SeriesLayout:
             for path in [path for path in self._decoded if path not in later]:
                 del self._decoded[path]
         return hu
+
+
+@dataclass
+class CTVolume(SeriesLayout):
+    """A CT series with its HU (z, y, x) in memory: :class:`SeriesLayout` and ``hu``."""
+
+    hu: np.ndarray = field(default=None, repr=False)  # required; a default only because the layout's fields have some
+
+    def __post_init__(self) -> None:
+        if self.hu is None:
+            raise TypeError("CTVolume needs hu")
+        if tuple(self.hu.shape) != tuple(self.shape):
+            raise ValueError(f"hu has shape {self.hu.shape}, the series {tuple(self.shape)}")
+
+    def read(self, start: int, stop: int, cancel: CancelCheck | None = None) -> np.ndarray:
+        """HU of slices ``start`` to ``stop``, from memory."""
+        return np.array(self.hu[start:stop], dtype=np.float32)
 
 
 def list_series(
@@ -157,7 +152,7 @@ def read_series(
     """Read one CT series as HU; ``series_uid`` picks it when the input holds several."""
     layout = open_series(paths, series_uid, cancel)
     hu = _read_pixels(layout.slices, progress, cancel)
-    return CTVolume(hu=hu, **{f.name: getattr(layout, f.name) for f in fields(CTVolume) if f.name != "hu"})
+    return CTVolume(hu=hu, **{f.name: getattr(layout, f.name) for f in fields(SeriesLayout) if f.init})
 
 
 def open_series(
@@ -202,6 +197,7 @@ def open_series(
         source_files=[s.path for s in slices],
         frame_indices=[s.frame for s in slices],
         headers=[s.header for s in slices],
+        rescale=np.array([(s.slope, s.intercept) for s in slices], dtype=np.float64),
         warnings=warnings,
         gantry_tilt_deg=tilt,
         uneven_spacing=uneven,

@@ -21,7 +21,6 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
 import numpy as np
 import pydicom
@@ -30,7 +29,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from .atomic import StagingFolder, remove_stale_staging
-from .dicom_reader import LOSSY_SYNTAX_UIDS, CTVolume, SeriesLayout, slice_attribute
+from .dicom_reader import LOSSY_SYNTAX_UIDS, SeriesLayout
 from .errors import LDCTDenoiseError
 from .metrics import WINDOW_CENTER, WINDOW_WIDTH
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
@@ -63,17 +62,8 @@ _STALE_KEYWORDS = (
 )
 
 
-class SourceSeries(Protocol):
-    """What the writer needs of the source series: a :class:`CTVolume` or a :class:`SeriesLayout`."""
-
-    shape: tuple[int, ...]
-    source_files: list[Path]
-    frame_indices: list[int | None]
-    headers: list[pydicom.Dataset]
-
-
 def write_derived_series(
-    volume: CTVolume | SeriesLayout,
+    volume: SeriesLayout,
     hu: np.ndarray,
     out_dir: str | Path,
     *,
@@ -85,7 +75,8 @@ def write_derived_series(
 ) -> list[Path]:
     """Write ``hu`` (shaped like the source series) as a new series of the source study in the new folder ``out_dir``.
 
-    ``volume`` may be a :class:`SeriesLayout`: the writer needs the source headers, not its pixels.
+    ``volume`` is the source series, a :class:`CTVolume` or just its :class:`SeriesLayout`: the writer needs the
+    source headers and each slice's rescale, not its pixels.
     """
     hu = np.asarray(hu)
     if hu.shape != tuple(volume.shape):
@@ -119,7 +110,7 @@ class DerivedSeriesWriter:
 
     def __init__(
         self,
-        source: SourceSeries,
+        source: SeriesLayout,
         out_dir: str | Path,
         *,
         derivation_description: str,
@@ -214,7 +205,7 @@ def _file_name(number: int) -> str:
 class _SeriesValues:
     """Values shared by every instance of the derived series."""
 
-    def __init__(self, volume: SourceSeries, derivation: str, suffix: str, series_number: int | None) -> None:
+    def __init__(self, volume: SeriesLayout, derivation: str, suffix: str, series_number: int | None) -> None:
         first = volume.headers[0]
         self.series_uid = generate_uid()
         # An anonymised source may have emptied the study UID; a generated one keeps the output valid DICOM.
@@ -281,7 +272,7 @@ def _check_destination(out_dir: Path, sources: list[Path]) -> None:
             raise LDCTDenoiseError(f"{out_dir}: the output folder exists and is not empty; nothing is overwritten")
 
 
-def _group_by_source(volume: SourceSeries) -> list[list[int]]:
+def _group_by_source(volume: SeriesLayout) -> list[list[int]]:
     """Slice indices per output object, in slice order: one per single-frame slice, one per multi-frame source.
 
     Volumes made in memory (the phantom) have no source files; each of their slices becomes its own object.
@@ -294,7 +285,7 @@ def _group_by_source(volume: SourceSeries) -> list[list[int]]:
 
 
 def _derived_dataset(
-    volume: SourceSeries, indices: list[int], stored: Sequence[np.ndarray], series: _SeriesValues
+    volume: SeriesLayout, indices: list[int], stored: Sequence[np.ndarray], series: _SeriesValues
 ) -> Dataset:
     """The output object of the slices ``indices`` (one source object), ``stored`` holding their stored values."""
     source = volume.headers[indices[0]]
@@ -395,14 +386,12 @@ def _update_functional_groups(dataset: Dataset) -> None:
         shared[0].FrameVOILUTSequence = DicomSequence([window])
 
 
-def _stored_values(hu: np.ndarray, volume: SourceSeries, index: int) -> np.ndarray:
-    """HU back to the source's stored values: same rescale, rounded, clipped to the stored bit depth.
-
-    The derived object keeps the source's pixel module, so the source header gives the stored type.
+def _stored_values(hu: np.ndarray, volume: SeriesLayout, index: int) -> np.ndarray:
+    """HU back to the source's stored values: the slice's rescale as the reader found it, rounded, clipped to the
+    stored bit depth. The derived object keeps the source's pixel module, so the source header gives the stored type.
     """
-    header, frame = volume.headers[index], volume.frame_indices[index]
-    slope = float(slice_attribute(header, frame, "PixelValueTransformationSequence", "RescaleSlope"))
-    intercept = float(slice_attribute(header, frame, "PixelValueTransformationSequence", "RescaleIntercept"))
+    header = volume.headers[index]
+    slope, intercept = (float(value) for value in volume.rescale[index])
     bits_allocated, bits_stored = int(header.BitsAllocated), int(header.get("BitsStored", header.BitsAllocated))
     signed = int(header.get("PixelRepresentation", 0)) == 1
     low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2**bits_stored - 1)

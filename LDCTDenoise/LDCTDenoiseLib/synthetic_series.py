@@ -67,7 +67,7 @@ def synthetic_ct_volume(hu: np.ndarray, spacing: tuple[float, float, float], *, 
         header.RescaleSlope, header.RescaleIntercept, header.RescaleType = 1.0, -1024.0, "HU"
         headers.append(header)
     return CTVolume(
-        hu=volume, spacing=(z_mm, row_mm, column_mm), origin=origin, direction=IDENTITY_DIRECTION.copy(),
+        shape=volume.shape, spacing=(z_mm, row_mm, column_mm), origin=origin, direction=IDENTITY_DIRECTION.copy(),
         slice_positions=np.arange(n_slices, dtype=np.float64) * z_mm, series_uid=series_uid,
         description=series_description, source_files=[], frame_indices=[None] * n_slices, headers=headers,
-        warnings=[], gantry_tilt_deg=0.0, uneven_spacing=False)
+        rescale=np.tile([1.0, -1024.0], (n_slices, 1)), hu=volume)

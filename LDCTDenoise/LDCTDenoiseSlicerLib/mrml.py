@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -19,7 +19,7 @@ import slicer
 import slicer.util
 import vtk
 
-from LDCTDenoiseLib.dicom_reader import CTVolume, SeriesLayout, open_series
+from LDCTDenoiseLib.dicom_reader import SeriesLayout, open_series
 from LDCTDenoiseLib.dicom_writer import write_derived_series
 from LDCTDenoiseLib.errors import LDCTDenoiseError
 from LDCTDenoiseLib.metrics import WINDOW_CENTER, WINDOW_WIDTH, Roi
@@ -242,7 +242,7 @@ def _lps_to_ras(vector: np.ndarray) -> np.ndarray:
 
 
 def hu_in_series_order(volume_node: slicer.vtkMRMLScalarVolumeNode,
-                       series: Union[CTVolume, SeriesLayout]) -> np.ndarray:
+                       series: SeriesLayout) -> np.ndarray:
     """The node's voxels rearranged into the engine's (z, y, x) order of ``series``.
 
     Slicer's IJK axes and the engine's sorted slices may differ by axis order and direction; both describe the same

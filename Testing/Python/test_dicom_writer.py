@@ -18,8 +18,8 @@ from dicom_factory import (
 )
 from LDCTDenoiseLib.dicom_reader import open_series, read_series
 from LDCTDenoiseLib.dicom_writer import write_derived_series
-from LDCTDenoiseLib.pipeline import denoise_series
 from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
+from LDCTDenoiseLib.pipeline import denoise_series
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -312,12 +312,23 @@ def test_streamed_series_equals_the_whole_volume_path(tmp_path, kind, batch_size
     whole = write_derived_series(volume, brighten(volume.hu), tmp_path / "whole", derivation_description=DERIVATION)
     calls = []
     streamed = denoise_series(open_series(tmp_path / "in"), brighten, tmp_path / "streamed",
-                                      batch_size=batch_size, derivation_description=DERIVATION,
-                                      progress=lambda done, total: calls.append((done, total)))
+                              batch_size=batch_size, derivation_description=DERIVATION,
+                              progress=lambda done, total: calls.append((done, total)))
     assert snapshot(tmp_path / "in") == before
     assert calls[0] == (0, 5) and calls[-1] == (5, 5) and len(calls) == 1 + math.ceil(5 / batch_size)
     assert_same_derived_series(whole, streamed)
     assert leftovers(tmp_path) == []
+
+
+def test_a_volume_in_memory_streams_through_the_same_loop(tmp_path):
+    """A CTVolume is its SeriesLayout with the HU: the loop reads it from memory, and the files are those of the
+    whole-volume writer."""
+    write_input("single-frame", tmp_path / "in")
+    volume = read_series(tmp_path / "in")
+    whole = write_derived_series(volume, brighten(volume.hu), tmp_path / "whole", derivation_description=DERIVATION)
+    streamed = denoise_series(volume, brighten, tmp_path / "streamed", batch_size=2, derivation_description=DERIVATION)
+    assert_same_derived_series(whole, streamed)
+    np.testing.assert_array_equal(volume.read(1, 3), volume.hu[1:3])
 
 
 @pytest.mark.parametrize("kind", ["single-frame", "interleaved enhanced"])
