@@ -11,6 +11,8 @@ that changes the image is not one.
 """
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from LDCTDenoiseLib.cpce import CPCE2D
-from LDCTDenoiseLib.inference import denoise_volume, forward_tiled, select_device
+from LDCTDenoiseLib.inference import CPU_RUNTIME_VARIABLE, denoise_volume, forward_tiled, select_device
 from LDCTDenoiseLib.model_registry import DEFAULT_MODEL, ModelRegistry
 from LDCTDenoiseLib.normalization import hu_to_model, model_to_hu
 from LDCTDenoiseLib.phantom import make_abdomen_phantom
@@ -207,6 +209,28 @@ def body_test_coverage(volumes: list) -> list[dict]:
     return rows
 
 
+def engine_runtimes(device: torch.device) -> list[str]:
+    """The runtimes the engine can use here: on the CPU, PyTorch and (when installed) OpenVINO; on a GPU, CUDA."""
+    if device.type != "cpu":
+        return [device.type]
+    return ["torch", "openvino"] if all(importlib.util.find_spec(name) for name in ("openvino", "onnx")) else ["torch"]
+
+
+@contextlib.contextmanager
+def cpu_runtime_set(runtime: str):
+    """The engine's CPU runtime set to ``runtime`` (the environment variable child processes see too)."""
+    before = os.environ.get(CPU_RUNTIME_VARIABLE)
+    if runtime in ("torch", "openvino"):
+        os.environ[CPU_RUNTIME_VARIABLE] = runtime
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CPU_RUNTIME_VARIABLE, None)
+        else:
+            os.environ[CPU_RUNTIME_VARIABLE] = before
+
+
 def series_end_to_end(n_slices: int, device: str) -> dict:
     """Write an n-slice 512² DICOM series, then time ``ldct-denoise denoise`` on it in a fresh process with its peak
     resident memory: what a user waits for and what the machine must hold. The command streams the series (read,
@@ -304,11 +328,14 @@ def main(argv: list[str] | None = None) -> None:
         write_report(report, args.json)
         return
     if args.series_only:
-        report = {"machine": machine_info(device),
-                  "series_end_to_end": series_end_to_end(args.series_slices, str(device))}
+        report = {"machine": machine_info(device), "series_end_to_end": {}}
         print(f"{report['machine']['device_name']} ({device}), torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads")
-        print_series(report["series_end_to_end"])
+        for runtime in engine_runtimes(device):
+            with cpu_runtime_set(runtime):
+                report["series_end_to_end"][runtime] = series_end_to_end(args.series_slices, str(device))
+            print(f"[{runtime}] ", end="")
+            print_series(report["series_end_to_end"][runtime])
         write_report(report, args.json)
         return
     model, _ = ModelRegistry().load(DEFAULT_MODEL, device)
@@ -327,15 +354,18 @@ def main(argv: list[str] | None = None) -> None:
     reference_seconds, reference = seconds_per_slice(naive(model, device), volume, device)
     rows.append({"path": "naive (eager fp32, NCHW, 1 slice at a time)", "seconds_per_slice": reference_seconds,
                  "rms_hu": 0.0, "max_hu": 0.0})
-    for batch in (int(b) for b in args.batch_sizes.split(",")):
-        seconds, output = seconds_per_slice(
-            lambda v, b=batch: denoise_volume(model, v, device=device, batch_size=b), volume, device)
-        rows.append({"path": f"engine denoise_volume, batch {batch}", "seconds_per_slice": seconds,
-                     **hu_error(output, reference, body)})
-    seconds, output = seconds_per_slice(
-        lambda v: denoise_volume(model, v, device=device, batch_size=4, body_only=False), volume, device)
-    rows.append({"path": "engine, batch 4, every tile (no body test)", "seconds_per_slice": seconds,
-                 **hu_error(output, reference, body)})
+    for runtime in engine_runtimes(device):
+        with cpu_runtime_set(runtime):
+            for batch in (int(b) for b in args.batch_sizes.split(",")):
+                seconds, output = seconds_per_slice(
+                    lambda v, b=batch: denoise_volume(model, v, device=device, batch_size=b), volume, device)
+                rows.append({"path": f"engine ({runtime}), batch {batch}", "seconds_per_slice": seconds,
+                             **hu_error(output, reference, body)})
+            if runtime == "torch":  # the body test saves tiles only on PyTorch's tiled path
+                seconds, output = seconds_per_slice(
+                    lambda v: denoise_volume(model, v, device=device, batch_size=4, body_only=False), volume, device)
+                rows.append({"path": "engine (torch), batch 4, every tile (no body test)",
+                             "seconds_per_slice": seconds, **hu_error(output, reference, body)})
     candidates = {
         "whole slices fp32, batch 1": dict(batch=1),
         "whole slices fp32, batch 4": dict(batch=4),
@@ -372,7 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     report["inference"] = rows
     report["body_test"] = body_test_coverage([volume, *real_series()])
     if not args.inference_only:
-        report["series_end_to_end"] = series_end_to_end(args.series_slices, str(device))
+        report["series_end_to_end"] = {}
+        for runtime in engine_runtimes(device):
+            with cpu_runtime_set(runtime):
+                report["series_end_to_end"][runtime] = series_end_to_end(args.series_slices, str(device))
         report["simulator_seconds_per_slice"] = simulator_seconds_per_slice()
         report["adaptation"] = adaptation_speed_and_gain(args.adaptation_steps, monitor_every, str(device))
 
@@ -390,7 +423,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"body test on {row['series']}: network mask {100 * row['mask_fraction']:.0f} % of the pixels, "
               f"{100 * row['tile_fraction']:.0f} % of the 128² tiles computed")
     if not args.inference_only:
-        print_series(report["series_end_to_end"])
+        for runtime, series in report["series_end_to_end"].items():
+            print(f"[{runtime}] ", end="")
+            print_series(series)
         print(f"simulator: {report['simulator_seconds_per_slice']:.2f} s per 512² slice (720 views)")
         print_adaptation(report["adaptation"])
     write_report(report, args.json)

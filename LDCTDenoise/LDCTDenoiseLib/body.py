@@ -12,7 +12,7 @@ from scipy import ndimage
 AIR_HU = -1000.0
 BODY_HU = -500.0  # smoothed HU above this is the patient or the table (air is about -1000, lung -900 to -500 inside)
 SMOOTH_PX = 2.0  # noise in air never reaches BODY_HU after this smoothing, even at 5 % dose with a sharp kernel
-NETWORK_BLOCK_PX = 8  # the network mask is decided per 8 x 8 block: 50x cheaper than per pixel, and air needs no finer
+NETWORK_BLOCK_PX = 8  # the network mask is decided per 8 x 8 block: far cheaper than per pixel; air needs no finer
 # A block of air averages -1000 +- 15 HU even at 5 % dose (64 pixels); one fifth of soft tissue lifts it above -800.
 NETWORK_BLOCK_HU = -800.0
 NETWORK_MARGIN_BLOCKS = 2  # the denoised region reaches 2 blocks beyond such blocks: at least 8 px past any tissue

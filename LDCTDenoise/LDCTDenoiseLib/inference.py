@@ -2,23 +2,21 @@
 
 Memory is bounded by the batch, not the volume: slices go to the device a batch at a time and come back into a
 preallocated output. The paths are the fastest measured by ``Testing/benchmark.py`` among those that keep the fp32
-result (see the README's performance section):
+result (the numbers: docs/measurements.md, "Inference"):
 
 - CPU: each slice is cut into 128² tiles with 8 px of real neighbouring pixels around them. The network's receptive
   field reaches 8 px, so the stitched result equals the whole-slice one exactly, while each tile's feature maps
-  stay in cache: 1.9x faster than whole 512² slices on 2 cores (95 % of the machine's fp32 matrix-multiply rate).
-  bf16 is refused: 9x slower without native bf16 hardware and 36 HU off at worst.
+  stay in cache. bf16 is refused: far slower without native bf16 hardware, and tens of HU off.
 - CPU memory: glibc returns every buffer above its mmap threshold to the system and faults it in again, zeroed, on
-  the next call; for the network's 10-30 MB feature maps that page-fault storm (a third of the time in the kernel)
-  halved the speed. :func:`keep_large_buffers` raises the threshold once per process, which is what the PyTorch
-  performance guide's advice to preload jemalloc or tcmalloc achieves, without a preload.
+  the next call; for the network's feature maps that page-fault storm halved the speed. :func:`keep_large_buffers`
+  raises the threshold once per process, which is what the PyTorch performance guide's advice to preload jemalloc
+  or tcmalloc achieves, without a preload.
 - CPU with OpenVINO installed (``pip install openvino``; ``LDCTDENOISE_CPU_RUNTIME=torch`` turns it off): the model
-  compiled by OpenVINO runs whole slices in fp32 with its fused kernels, one slice per call (batches of 2 or 4
-  were slower and took 1.4-2.1x the memory), faster than the tiles above on this project's machine; its output
-  differs from PyTorch's fp32 by rounding only (README, Performance). Compiled once per model and weights, about
-  3 s.
-- CUDA: whole slices in channels_last fp32 (cuDNN may use TF32): 1.5x faster than fp16 autocast on an H100, and
-  closer to the CPU result.
+  compiled by OpenVINO runs whole slices in fp32 with its fused kernels, one slice per call (batches were slower and
+  took more memory), faster than the tiles above; its output differs from PyTorch's fp32 by rounding only.
+  Compiled once per model and weights, and by default only for volumes that pay for it (:data:`OPENVINO_MIN_PIXELS`).
+- CUDA: whole slices in channels_last fp32 (cuDNN may use TF32): faster than fp16 autocast, and closer to the CPU
+  result.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ import functools
 import importlib.util
 import os
 import sys
+import tempfile
 import warnings
 import weakref
 from collections.abc import Callable
@@ -70,37 +69,68 @@ def keep_large_buffers() -> bool:
 
 
 def cpu_runtime() -> str:
-    """What runs the network on the CPU: "openvino" when installed (or asked for), else "torch"."""
+    """What the environment asks to run the network on the CPU: "auto" (OpenVINO when installed, for volumes large
+    enough to pay for compiling it), "torch" or "openvino" (refused when not installed)."""
     choice = (os.environ.get(CPU_RUNTIME_VARIABLE) or "auto").strip().lower()
     if choice not in CPU_RUNTIMES:
         raise LDCTDenoiseError(f"{CPU_RUNTIME_VARIABLE}={choice!r}: use one of {', '.join(CPU_RUNTIMES)}.")
-    installed = importlib.util.find_spec("openvino") is not None
-    if choice == "openvino" and not installed:
-        raise LDCTDenoiseError(f"{CPU_RUNTIME_VARIABLE}=openvino, but OpenVINO is not installed: pip install openvino")
-    return "openvino" if installed and choice != "torch" else "torch"
+    if choice == "openvino" and not _openvino_installed():
+        raise LDCTDenoiseError(f"{CPU_RUNTIME_VARIABLE}=openvino, but OpenVINO is not installed: pip install "
+                               f"'ldct-denoise[openvino]' (openvino and onnx)")
+    return choice
 
 
+def _openvino_installed() -> bool:
+    """OpenVINO and the onnx package its route here needs (``torch.onnx.export``)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx"))
+
+
+# Compiling for OpenVINO takes 1-2 s; it saves about 0.06 s per 512² slice on the CPU, so "auto" compiles only for
+# volumes of at least this many pixels (48 such slices), and reuses a model already compiled for any volume.
+OPENVINO_MIN_PIXELS = 48 * 512 * 512
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model: torch.nn.Module) -> tuple[int, ...]:
+    """Changes whenever a weight is updated in place (an adaptation step), so a compiled copy can tell it is stale."""
+    return tuple(parameter._version for parameter in model.parameters())
 
 
 def openvino_model(model: torch.nn.Module) -> Callable[[np.ndarray], list]:
     """``model`` compiled by OpenVINO for this CPU (fp32, any batch and slice size, this process's thread count),
-    cached until its weights change (an adaptation updates them in place)."""
+    cached until its weights change.
+
+    The network goes through ONNX into OpenVINO's runtime (``Core.read_model``), not through OpenVINO's model
+    converter: the converter sends usage telemetry unless the user opted out, and nothing here may phone home.
+    """
     import openvino
 
-    version = tuple(parameter._version for parameter in model.parameters())
+    version = _weights_version(model)
     cached = _COMPILED.get(model)
     if cached is not None and cached[0] == version:
         return cached[1]
-    with warnings.catch_warnings():  # the size check in CPCE2D.forward is traced as a constant, as it should be
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, which OpenVINO calls
-        converted = openvino.convert_model(model.cpu().eval(), example_input=torch.zeros(1, 1, 64, 64),
-                                           input=[openvino.PartialShape([-1, 1, -1, -1])])
-    compiled = openvino.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                                                                "INFERENCE_PRECISION_HINT": "f32"})
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with tempfile.TemporaryDirectory(prefix="ldct-openvino-") as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on tracing CPCE2D's size check and on its own future
+        path = os.path.join(folder, "cpce.onnx")
+        torch.onnx.export(model.cpu().eval(), torch.zeros(1, 1, 64, 64), path, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": axes, "y": axes}, dynamo=False)
+        core = openvino.Core()
+        compiled = core.compile_model(core.read_model(path), "CPU",
+                                      {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                       "INFERENCE_PRECISION_HINT": "f32"})
     _COMPILED[model] = (version, compiled)
     return compiled
+
+
+def _use_openvino(model: torch.nn.Module, n_pixels: int) -> bool:
+    choice = cpu_runtime()
+    if choice != "auto":
+        return choice == "openvino"
+    if not _openvino_installed():
+        return False
+    cached = _COMPILED.get(model)
+    return n_pixels >= OPENVINO_MIN_PIXELS or (cached is not None and cached[0] == _weights_version(model))
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -187,7 +217,7 @@ def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torc
     target = device if isinstance(device, torch.device) else select_device(device)
     on_gpu = target.type == "cuda"
     model = model.to(target, memory_format=torch.channels_last if on_gpu else torch.contiguous_format).eval()
-    compiled = openvino_model(model) if not on_gpu and cpu_runtime() == "openvino" else None
+    compiled = openvino_model(model) if not on_gpu and _use_openvino(model, volume.size) else None
     output = np.empty(volume.shape, dtype=np.float32)
     n_slices = volume.shape[0]
     report(progress, 0, n_slices)

@@ -104,11 +104,9 @@ class ScanProtocol:
         return asdict(self)
 
 
-# Calibrated to the shipped model's domain, Mayo D45f (sharp kernel) quarter dose, on the digital phantom. Measured on
-# the team's Mayo D45f pairs (L096, L143, L286), the added quarter-dose noise (QD - FD) has an SD of 47-74 HU in a
-# central 112-px square, about 72 HU for the whole QD noise, with a mean NPS frequency of 0.42-0.46 cycles/mm.
-# On the phantom ram-lak gives 0.40 cycles/mm (shepp-logan 0.36, hann 0.23), and 1.0e6 photons/ray/view at full
-# dose gives about 70 HU at 25 % dose in the same square.
+# Calibrated to the shipped model's domain, Mayo D45f (sharp kernel) quarter dose, on the digital phantom: this
+# kernel and photon count give the phantom the noise level and NPS mean frequency of the Mayo D45f quarter dose
+# (docs/measurements.md, "The simulator's calibration").
 D45_LIKE_KERNEL = "ram-lak"
 D45_LIKE_FULL_DOSE_PHOTONS = 1.0e6
 

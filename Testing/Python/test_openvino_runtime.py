@@ -66,6 +66,30 @@ def test_denoise_on_openvino_writes_what_pytorch_writes_within_one_stored_step(p
     assert np.abs(difference).max() <= 1.0 and np.mean(difference != 0) < 0.01  # a rounding flip now and then
 
 
+def test_auto_compiles_only_for_volumes_that_pay_for_it_and_never_uses_the_telemetry_sending_converter(monkeypatch):
+    """By default a small volume runs on PyTorch (compiling would cost more than it saves); a large one, or any volume
+    once the model is compiled, on OpenVINO. OpenVINO's model converter (which sends usage telemetry unless the user
+    opted out) is never called."""
+    from LDCTDenoiseLib import inference
+
+    def no_converter(*args, **kwargs):
+        raise AssertionError("openvino.convert_model was called")
+
+    monkeypatch.setattr(openvino, "convert_model", no_converter)
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "auto")
+    torch.manual_seed(0)
+    model = CPCE2D().eval()
+    assert not inference._use_openvino(model, 4 * 512 * 512)
+    assert inference._use_openvino(model, inference.OPENVINO_MIN_PIXELS)
+    denoise_volume(model, body_volume(1), device="cpu")
+    assert model not in inference._COMPILED
+    monkeypatch.setattr(inference, "OPENVINO_MIN_PIXELS", 1)  # a "large" volume: compiled, then reused for any size
+    denoise_volume(model, body_volume(1), device="cpu")
+    assert model in inference._COMPILED
+    monkeypatch.setattr(inference, "OPENVINO_MIN_PIXELS", 10 ** 12)
+    assert inference._use_openvino(model, 1)
+
+
 @pytest.mark.parametrize("value, message", [("tensorrt", "use one of auto, torch, openvino")])
 def test_an_unknown_runtime_is_refused(monkeypatch, value, message):
     monkeypatch.setenv(CPU_RUNTIME_VARIABLE, value)

@@ -26,19 +26,15 @@ can flip it.
   splitting fidelity between pixels and features (λ0 = 1 - λ1 as the paper). The paper's literal weight 1 on a
   log-loss beside an MSE on [0, 1]-scaled images (about 2e-5 for a trained denoiser) is no balance at all: near its
   optimum the reconstruction's gradient vanishes while the critic's does not, and Adam turns any persistent gradient
-  into full-size steps. Measured on a large simulated shift (training/adaptation_synthetic_shift.py: phantom source
-  pairs, target a 10 % dose smooth-kernel scan of another anatomy, 200 steps, one seed; window PSNR of held-out
-  target slices, shipped model 30.31 dB, extra-source-training control 30.34, supervised on the target 32.13): weight
-  0.05 lost 4.0 dB (26.36), 0.005 gained 1.42 (31.74); with the texture critic below, 0.05 destroyed the images
-  (17.87), 0.002 gained 1.28 and 0.0005 gained 1.39 (31.70, 76 % of the gap to the supervised bound). The default
-  0.0005 is that last setting.
+  into full-size steps. The default 0.0005 is the best weight measured on a large simulated shift; larger ones lost
+  dB or destroyed the images (docs/measurements.md, "Adaptation's weights and schedule").
 - What the critic sees (``critic_scale_hu``): the masked image with its patch mean removed, in units of 100 HU. In
   raw model units (HU/4096) the domains differ by texture a thousandth of the input range, and in the raw runs
   whose losses we logged (L109 and phantom targets) the critic's loss stayed at chance (ln 4); in HU units it has
   the grip the weight study above shows (0 = raw).
 - Learning-rate schedule (``learning_rate_schedule``): the denoiser's rate falls to 0 along a cosine ("cosine"),
-  because the last step's weights are what the user gets: at a constant rate, one run's held-out PSNR swung by
-  ±0.8 dB between checkpoints 25 steps apart (noise matching, 10 % dose smooth-kernel target, seed 2, CPU).
+  because the last step's weights are what the user gets: at a constant rate, held-out PSNR swung between
+  checkpoints a few steps apart (docs/measurements.md).
 - Fine-tuning rates: the denoiser's ``learning_rate`` (5e-5) is a sixth of the supervised peak rate, so a few
   hundred steps can move the model but not undo its training; the critic and the encoder learn faster.
 - The source signal (``source`` argument): the Mayo images cannot ship, so by default the source pairs are simulated
@@ -208,7 +204,7 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
     # With recorruption each target patch comes with its noise level map, cut, flipped and rotated alike, and is
     # centred anywhere inside the filled outline of everything denser than air: the model learns from the scans
     # alone, so lungs and the table must be seen too (centres inside the patient's outline only left the table to
-    # drift: on the 5 % dose target its share of the window error rose from 10 to 75 HU²).
+    # drift; docs/measurements.md).
     target_sampler = BodyPatchSampler([(volume, noise.levels[np.setdiff1d(np.arange(len(noise.levels)), picks)])
                                        if recorruptor is not None else (volume,)
                                        for volume, noise, picks in zip(targets, noises, held_out_slices)],
@@ -244,9 +240,8 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
     encoder_optimizer = (torch.optim.Adam(mask.parameters(), lr=config.encoder_learning_rate, betas=ADAM_BETAS)
                          if config.mask == "adaptive" else None)
     encoder_with_critic = config.mask_learner == "discriminator"
-    # Without the adversarial term the critic and the mask encoder cannot change the denoiser: skip their work. The
-    # noise-matching default then runs 1.39 instead of 1.15 steps/s (2 CPU threads, 60 steps on a 256² phantom target)
-    # and gives bit-identical weights.
+    # Without the adversarial term the critic and the mask encoder cannot change the denoiser: skip their work (faster,
+    # and bit-identical weights; docs/measurements.md).
     critic = config.adversarial_weight > 0
 
     def masked(image: torch.Tensor, frequency_mask: torch.Tensor) -> torch.Tensor:

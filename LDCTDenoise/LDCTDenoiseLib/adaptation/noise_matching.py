@@ -14,10 +14,8 @@ estimate. Estimating both domains the same way cancels most of that leak. Where 
 source at some frequency, nothing is added there (noise cannot be removed from a pair without blurring its anatomy),
 so a shift towards a quieter scanner leaves the pairs nearly as they were: that is the no-harm case.
 
-Measured in the evaluation report (docs/evaluation/report.md; 200 steps, 3 seeds, held-out patients): on a 5 % dose
-target it gains +1.94 dB over the source-only model and the extra-source-training control (55 % of the gap to a
-target-supervised CPCE; the alignment +1.22 dB), and it does no harm (within 0.1 dB of the control) on four of the
-five smaller shifts; on B30 -> D45 it costs 0.6 dB.
+In the evaluation report (docs/evaluation/report.md) it gains most on a much noisier target and does no harm on
+most smaller shifts; the numbers are in docs/measurements.md, "Noise matching".
 
 No library picks noise-only regions out of patient images (scikit-image and SimpleITK have nothing for it), so the
 ROI selection is ours; the 2D NPS is the engine's metric (``metrics.noise_power_spectrum_2d``) and the FFTs are
@@ -39,13 +37,12 @@ SOFT_TISSUE_HU = (-150.0, 250.0)  # ROI means taken as flat soft tissue (fat to 
 STRUCTURE_SIGMA_PX = 3.0  # smoothing that leaves mostly anatomy, to rank ROIs by how flat they are
 FLATTEST_SHARE = 0.25  # the share of candidate ROIs kept, the flattest ones
 MIN_ROIS = 8
-# Below this share of the target's noise variance, the added noise is too little for the adaptation to learn from:
-# on the kernel-only shift D45 -> B30 the phantom pairs got 3 % and the adapted model lost 0.58 dB to the shipped one.
+# Below this share of the target's noise variance, the added noise is too little for the adaptation to learn from
+# (on a kernel-only shift the adapted model then lost to the shipped one; docs/measurements.md).
 LITTLE_ADDED_VARIANCE = 0.1
 # Noise is added only at frequencies where the target's power is at least this many times the source's. The flat
-# regions of real scans keep some anatomy, and at low frequencies it outweighs the noise (measured on the Mayo pairs:
-# the reference-free estimate of the full-dose images holds as much power below 0.14 cycles/px as the low-dose ones);
-# two patients' anatomy then differ by 10-20 % there, which must not be read as noise.
+# regions of real scans keep some anatomy, and at low frequencies it outweighs the noise; two patients' anatomy
+# differ there by more than the noise, which must not be read as noise (docs/measurements.md).
 EXCESS_GATE = 1.5
 # Nor below this radial frequency (cycles/px), where that anatomy dominates the estimate whatever the source: a
 # phantom's flat regions are truly flat, so against phantom pairs the gate alone would read a patient's low-frequency

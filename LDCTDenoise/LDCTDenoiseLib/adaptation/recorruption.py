@@ -5,7 +5,7 @@ For a target patch y = x + n with noise covariance Σ and an independent draw z 
 (y + αz, y - z/α) has independent noises (their cross-covariance is Σ - Σ = 0; Gaussian, so independent), so
 E‖f(y + αz) - (y - z/α)‖² = E‖f(y + αz) - x‖² + a constant: training towards the noisy target is, in expectation,
 supervised training at the noise level (1 + α²)Σ. This holds for spatially correlated noise, which the blind-spot
-methods do not allow (on these scans a structured blind spot loses 3-5 dB, docs/evaluation/report.md), on
+methods do not allow (a structured blind spot loses several dB on these scans, docs/evaluation/report.md), on
 condition that z has the target's own noise statistics: ``target_noise.py`` draws it from the reference-free noise
 model of each series and checks the draws' NPS against the measured one before training.
 
@@ -25,14 +25,14 @@ from ..normalization import hu_to_model
 from .target_noise import TargetNoise
 
 
-MAX_HELD_OUT_SLICES = 16  # per series: 2-3 million pixels of tissue, enough for the interval measured
+MAX_HELD_OUT_SLICES = 16  # per series: millions of pixels of tissue, enough for the interval (docs/measurements.md)
 
 
 def split_holdout(volumes: Sequence[np.ndarray], share: float) -> tuple[list[np.ndarray], list[np.ndarray],
                                                                          list[np.ndarray]]:
     """(training volumes, held-out volumes, held-out slice indices per volume): ``share`` of each series' slices,
     evenly spread through it, at least one when the share is positive and the series has 3 slices or more, and at
-    most :data:`MAX_HELD_OUT_SLICES` (the estimate costs about 5 s per 512² slice on a laptop CPU)."""
+    most :data:`MAX_HELD_OUT_SLICES` (the estimate costs seconds per 512² slice on a CPU)."""
     training, held_out, indices = [], [], []
     for volume in volumes:
         count = min(int(round(share * volume.shape[0])), MAX_HELD_OUT_SLICES)

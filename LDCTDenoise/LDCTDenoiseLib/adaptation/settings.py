@@ -23,28 +23,21 @@ RECORRUPTION = ("recorruption from the target scans themselves (Recorrupted-to-R
                 "plus alpha z is trained towards y - z/alpha, z a draw of the target's own measured noise, "
                 "fine-tuning the denoiser without any source pairs")
 # Every method holds out this share of each target series' slices and keeps the adapted model only when SURE on them
-# shows a clear gain (gain.py): in training.validate_gain (docs/evaluation/gain-estimate.md) that rule kept the
-# starting model where noise matching harmed (R->S -0.23, D45->B30 -0.56 dB window PSNR) and the adapted one where it
-# helped (LS +0.27, 5 % dose +2.41).
+# shows a clear gain (gain.py); in training.validate_gain that rule kept the starting model where noise matching
+# harmed and the adapted one where it helped (docs/measurements.md, "Adaptation methods").
 HOLDOUT_SHARE = 0.15
 # The product's ways to adapt, as the settings that differ (the AdaptationConfig defaults are the paper's
-# alignment). Noise matching is the front ends' default because it did better in both kinds of shift in the
-# evaluation report (docs/evaluation/report.md, 200 steps): on the 5 % dose target +1.94 dB over the extra-source-
-# training control with real source pairs (alignment +1.22); on the pure kernel shift D45 -> B30 0.00 dB with real
-# pairs (alignment -0.24). Both keep the anchor to the starting model, because the product's source pairs are the
-# phantom's: with them the anchor helped noise matching in both directions measured (one seed, 200 steps: B30 30.93
-# against 30.84 dB without it, 5 % dose 27.98 against 27.78).
+# alignment). Noise matching is the front ends' default because it did better than the alignment in both kinds of
+# shift in the evaluation report (docs/evaluation/report.md). Both keep the anchor to the starting model, because
+# the product's source pairs are the phantom's, and with them the anchor helped (docs/measurements.md).
 ADAPTATION_METHODS = {
     "noise-matching": {"match_target_noise": True, "adversarial_weight": 0.0, "anchor_weight": 0.1,
                        "learning_rate": 5e-5, "holdout_share": HOLDOUT_SHARE},
     "alignment": {"match_target_noise": False, "adversarial_weight": 0.0005, "anchor_weight": 0.1,
                   "learning_rate": 5e-5, "holdout_share": HOLDOUT_SHARE},
-    # Recorruption's targets carry 1 + 1/alpha² times the scan's noise variance, so its gradients are noisy; its
-    # inputs carry 1 + alpha², and a model trained at a higher noise level over-smooths the scan. Measured on the 5 %
-    # dose shift (adapted on vl/L096, scored on vl/L286: window PSNR, start 25.56 dB; one seed, 200 steps, batch 16):
-    # at the other methods' rate 5e-5 Adam's steps wandered (alpha 0.5: worse than the start); alpha 2 at 1e-5 26.0
-    # (it over-smoothed L286's less noisy slices), alpha 1 at 1e-5 25.85, alpha 0.5 at 1e-5 26.52, at 5e-6 27.20
-    # (batch 32: 27.17; 400 steps: 26.09; alpha 0.35 at 3e-6, batch 32, 300 steps: 26.66).
+    # Recorruption's targets carry 1 + 1/alpha² times the scan's noise variance, so its gradients are noisy (a lower
+    # rate); its inputs carry 1 + alpha², and a model trained at a higher noise level over-smooths the scan (a small
+    # alpha). The values are the best of those measured on the 5 % dose shift (docs/measurements.md).
     "recorruption": {"match_target_noise": False, "adversarial_weight": 0.0, "anchor_weight": 0.0,
                      "lambda_rec": 0.0, "recorruption_weight": 1.0, "recorruption_alpha": 0.5,
                      "learning_rate": 5e-6, "holdout_share": HOLDOUT_SHARE},
