@@ -133,6 +133,14 @@ def _use_openvino(model: torch.nn.Module, n_pixels: int) -> bool:
     return n_pixels >= OPENVINO_MIN_PIXELS or (cached is not None and cached[0] == _weights_version(model))
 
 
+def prepare_model(model: torch.nn.Module, n_pixels: int, device: str | torch.device = "auto") -> None:
+    """Compile ``model`` for OpenVINO now when a volume of ``n_pixels`` warrants it, so that the batches of a series
+    streamed through :func:`denoise_volume` run on it (each batch alone is too small to pay for compiling)."""
+    target = device if isinstance(device, torch.device) else select_device(device)
+    if target.type == "cpu" and _use_openvino(model, n_pixels):
+        openvino_model(model)
+
+
 def select_device(device: str = "auto") -> torch.device:
     """"auto" picks CUDA when present, else the CPU; "cpu" forces the CPU; "cuda" / "cuda:N" require a GPU."""
     if device in (None, "", "auto"):

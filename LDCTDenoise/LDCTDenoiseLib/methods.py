@@ -105,6 +105,9 @@ class Method:
         """The fully denoised volume (strength 1)."""
         raise NotImplementedError
 
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Get ready for a series of this (z, y, x) shape that will come a batch at a time (nothing by default)."""
+
     def description(self) -> str:
         """What denoised, e.g. "model 'x' (...)" or "the baseline 'nlm'"."""
         raise NotImplementedError
@@ -135,13 +138,24 @@ class ModelDenoiser(Method):
 
     def denoise(self, hu: np.ndarray, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelCheck] = None) -> np.ndarray:
-        from .inference import denoise_volume, select_device
+        from .inference import denoise_volume
 
-        device = select_device(self.device)
-        if self._model is None:
-            self._model, self.card = self.registry.load(self.name, device)
-        return denoise_volume(self._model, hu, device=device, batch_size=self.batch_size, progress=progress,
+        return denoise_volume(self._loaded(), hu, device=self.device, batch_size=self.batch_size, progress=progress,
                               cancel=cancel)
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Load the weights, and compile the network for the CPU runtime when the whole series pays for it (a batch
+        alone would not: see ``inference.OPENVINO_MIN_PIXELS``)."""
+        from .inference import prepare_model
+
+        prepare_model(self._loaded(), int(np.prod(shape)), self.device)
+
+    def _loaded(self):
+        from .inference import select_device
+
+        if self._model is None:
+            self._model, self.card = self.registry.load(self.name, select_device(self.device))
+        return self._model
 
     def description(self) -> str:
         """Which model, which card, which weights."""

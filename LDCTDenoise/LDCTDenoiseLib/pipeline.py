@@ -16,6 +16,7 @@ import numpy as np
 from .dicom_reader import SeriesLayout
 from .dicom_writer import DerivedSeriesWriter
 from .errors import LDCTDenoiseError
+from .methods import Method
 from .progress import CancelCheck, ProgressCallback, check_cancel, report
 
 
@@ -50,6 +51,8 @@ def denoise_series(
         series_description_suffix=series_description_suffix,
         series_number=series_number,
     ) as writer:
+        if isinstance(process, Method):
+            process.prepare(series.shape)  # e.g. compile the network for the whole series, not per batch
         report(progress, 0, n_slices)
         # One reader and one writer thread: reads stay in order (a multi-frame file is decoded once), so do writes.
         with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writing:

@@ -90,6 +90,22 @@ def test_auto_compiles_only_for_volumes_that_pay_for_it_and_never_uses_the_telem
     assert inference._use_openvino(model, 1)
 
 
+def test_a_series_streamed_in_small_batches_is_compiled_for_when_the_whole_series_pays(profile, tmp_path, monkeypatch):
+    """The CLI streams a series a few slices at a time; the decision to compile is taken for the whole series."""
+    from LDCTDenoiseLib import inference
+    from LDCTDenoiseLib.dicom_reader import open_series
+    from LDCTDenoiseLib.methods import ModelDenoiser
+    from LDCTDenoiseLib.pipeline import denoise_series
+
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "auto")
+    write_ct_series(tmp_path / "in", phantom_hu(6, 48, seed=3))
+    series = open_series(tmp_path / "in")
+    monkeypatch.setattr(inference, "OPENVINO_MIN_PIXELS", 6 * 48 * 48)  # the series pays; a batch of 2 alone would not
+    method = ModelDenoiser(profile, device="cpu", batch_size=2)
+    denoise_series(series, method, tmp_path / "out", batch_size=2, derivation_description=method.derivation())
+    assert method._model in inference._COMPILED
+
+
 @pytest.mark.parametrize("value, message", [("tensorrt", "use one of auto, torch, openvino")])
 def test_an_unknown_runtime_is_refused(monkeypatch, value, message):
     monkeypatch.setenv(CPU_RUNTIME_VARIABLE, value)
