@@ -138,9 +138,16 @@ def command_denoise_archive(args: argparse.Namespace, bars: ProgressBars) -> int
             print(f"[{done}/{total}] {row.status} {row.description or row.series_uid} ({row.n_slices} slices, "
                   f"{row.seconds:.1f} s): {detail}", flush=True)
 
-    rows = denoise_archive(args.input, args.output, model, batch_size=args.batch_size,
-                           series_suffix=f" [LDCTDenoise {suffix}]", shard=shard, on_row=show,
-                           progress_for=lambda info: bars(f"{info.description or info.series_uid}"[:40]))
+    try:
+        rows = denoise_archive(args.input, args.output, model, batch_size=args.batch_size,
+                               series_suffix=f" [LDCTDenoise {suffix}]", shard=shard, on_row=show,
+                               progress_for=lambda info: bars(f"{info.description or info.series_uid}"[:40]))
+    except KeyboardInterrupt:
+        bars.close()
+        print(f"ldct-denoise: interrupted; the series finished before are kept (see "
+              f"{summary_path(args.output.absolute(), shard)}), the one in progress was removed; the same command "
+              f"resumes.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     bars.close()
     counts = {status: sum(row.status == status for row in rows) for status in (DENOISED, SKIPPED, REFUSED)}
     print(f"{counts[DENOISED]} denoised, {counts[SKIPPED]} skipped, {counts[REFUSED]} refused"

@@ -123,6 +123,30 @@ def test_a_killed_archive_run_resumes_where_it_stopped(profile, tmp_path):
         assert read_series(out / folder.relative_to(archive) / uid).hu.shape == (12, 128, 128)
 
 
+def test_ctrl_c_in_an_archive_run_keeps_the_finished_series_and_says_so(profile, tmp_path):
+    """A real SIGINT, as a terminal user stops it: the message must not claim that nothing was written."""
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    make_archive(archive, 3, n_slices=12, size=128)
+    command = [sys.executable, "-m", "LDCTDenoiseLib.cli", *archive_command(archive, out, profile), "--batch-size", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        first_done = (out / "ldct-denoise-summary.csv").exists() and any(
+            row["status"] == "denoised" for row in summary(out))
+        if first_done and staging_folders(out):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    assert "interrupted; the series finished before are kept" in error and "the same command resumes" in error
+    finished = [row for row in summary(out) if row["status"] == "denoised"]
+    assert finished and all(Path(row["output"]).is_dir() for row in finished)
+    assert staging_folders(out) == []
+
+
 def test_two_shards_running_at_once_cover_the_archive_exactly_once(profile, tmp_path):
     archive, out = tmp_path / "archive", tmp_path / "out"
     folders = make_archive(archive, 6)
