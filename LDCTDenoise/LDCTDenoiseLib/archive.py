@@ -27,14 +27,13 @@ from typing import Optional
 
 from .atomic import write_bytes_atomically
 from .dicom_reader import SeriesInfo, list_series, open_series
-from .pipeline import denoise_series
 from .errors import CancelledError, LDCTDenoiseError
-from .methods import Method
+from .methods import DERIVATION_PREFIX, Method
+from .pipeline import denoise_series
 from .progress import CancelCheck, check_cancel
 
 DENOISED, SKIPPED, REFUSED = "denoised", "skipped", "refused"
 SUMMARY_FIELDS = ("status", "series_uid", "description", "n_slices", "source", "output", "seconds", "message")
-OWN_OUTPUT_PREFIX = "Denoised slice by slice by LDCTDenoise"  # the start of the DerivationDescription it writes
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ def _denoise_one(info: SeriesInfo, out: Path, method: Method, batch_size: int, s
     try:
         series = open_series(list(info.files), info.series_uid, cancel)
         derivation = str(series.headers[0].get("DerivationDescription", "") or "")
-        if derivation.startswith(OWN_OUTPUT_PREFIX):
+        if derivation.startswith(DERIVATION_PREFIX):
             row.status, row.output, row.message = SKIPPED, "", "an LDCTDenoise output, not a source series"
             return row
         denoise_series(series, method, out, batch_size=batch_size, derivation_description=method.derivation(),

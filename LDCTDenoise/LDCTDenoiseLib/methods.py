@@ -21,10 +21,11 @@ from .errors import LDCTDenoiseError
 from .model_registry import ModelRegistry
 from .progress import CancelCheck, ProgressCallback
 
-__all__ = ["INPUT", "BaselineMethod", "Method", "ModelDenoiser", "apply_strength", "available_methods",
-           "check_strength", "make_method", "strength_text"]
+__all__ = ["DERIVATION_PREFIX", "INPUT", "BaselineMethod", "Method", "ModelDenoiser", "apply_strength",
+           "available_methods", "check_strength", "make_method", "strength_text"]
 
 INPUT = "input"
+DERIVATION_PREFIX = "Denoised slice by slice by LDCTDenoise"  # how every derived series' DerivationDescription starts
 
 
 def check_strength(strength: float) -> float:
@@ -114,7 +115,7 @@ class Method:
 
     def derivation(self) -> str:
         """DerivationDescription of a series this method denoised: what denoised it, and at which strength."""
-        return (f"Denoised slice by slice by LDCTDenoise {__version__} with {self.description()}"
+        return (f"{DERIVATION_PREFIX} {__version__} with {self.description()}"
                 f"{strength_text(self.strength)}")
 
 
