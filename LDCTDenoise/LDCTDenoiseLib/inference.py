@@ -12,11 +12,12 @@ result (the numbers: docs/measurements.md, "Inference"):
   raises the threshold once per process, which is what the PyTorch performance guide's advice to preload jemalloc
   or tcmalloc achieves, without a preload.
 - CPU with OpenVINO installed (``pip install openvino``; ``LDCTDENOISE_CPU_RUNTIME=torch`` turns it off): the model
-  compiled by OpenVINO runs whole slices in fp32 with its fused kernels, one slice per call (batches were slower and
-  took more memory), faster than the tiles above; its output differs from PyTorch's fp32 by rounding only.
+  compiled by OpenVINO runs each slice, cropped to the body's bounding box, in fp32 with its fused kernels, one slice
+  per call (batches were slower and took more memory), faster than the tiles above; its output differs from
+  PyTorch's fp32 by rounding only.
   Compiled once per model and weights, and by default only for volumes that pay for it (:data:`OPENVINO_MIN_PIXELS`).
-- CUDA: whole slices in channels_last fp32 (cuDNN may use TF32): faster than fp16 autocast, and closer to the CPU
-  result.
+- CUDA: batches cropped to their body's bounding box, in channels_last fp32 (cuDNN may use TF32): faster than fp16
+  autocast, and closer to the CPU result.
 """
 
 from __future__ import annotations
@@ -177,6 +178,21 @@ def _starts(first: int, stop: int, tile: int, size: int) -> list[int]:
     return [min(start, size - tile) for start in range(first, stop, tile)]
 
 
+def network_box(mask: np.ndarray) -> Optional[tuple[slice, slice]]:
+    """The rows and columns to compute for ``mask`` (..., y, x; leading axes are merged): its bounding box widened by
+    :data:`HALO` and clipped to the slice, or None when nothing is masked.
+
+    The network's output at a pixel depends only on the input within HALO of it, and at the slice's edges the crop's
+    edges are the slice's, so on this crop it equals the whole slice's output wherever ``mask`` holds.
+    """
+    plane = mask.reshape(-1, *mask.shape[-2:]).any(axis=0)
+    rows, columns = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (slice(max(int(rows[0]) - HALO, 0), int(rows[-1]) + 1 + HALO),
+            slice(max(int(columns[0]) - HALO, 0), int(columns[-1]) + 1 + HALO))
+
+
 def forward_tiled(model: torch.nn.Module, x: torch.Tensor, tile: int = TILE,
                   mask: Optional[np.ndarray] = None) -> torch.Tensor:
     """``model(x)`` for slices (n, 1, H, W), computed on (tile + 2 HALO)² windows around tile² cores, and stitched.
@@ -209,10 +225,10 @@ def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torc
     """Denoise every slice of ``hu`` (float HU, (z, y, x) or one (y, x) slice); the input is never modified.
 
     With ``body_only`` (the default), only the body and a margin around it (:func:`body.network_mask`) are
-    denoised; elsewhere, in air far from the patient, the output is the input, and on the CPU with PyTorch the
-    network does not run there. Pixels below -1024 HU
-    (outside the scan's field of view) keep their input value too: the network cannot represent them and they carry
-    no anatomy.
+    denoised; elsewhere, in air far from the patient, the output is the input, and the network runs on less of it
+    (PyTorch on the CPU skips the tiles without body; OpenVINO crops each slice, CUDA each batch, to
+    :func:`network_box`). Pixels below -1024 HU (outside the scan's field of view) keep their input value too: the
+    network cannot represent them and they carry no anatomy.
     """
     volume = np.asarray(hu)
     if volume.ndim == 2:
@@ -236,9 +252,16 @@ def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torc
             inputs = torch.from_numpy(hu_to_model(batch))[:, None].to(target)
             denoised_region = network_mask(batch) if body_only else np.ones(batch.shape, dtype=bool)
             if on_gpu:
-                predicted = model(inputs.contiguous(memory_format=torch.channels_last))
+                predicted = inputs.clone()
+                box = network_box(denoised_region)
+                if box is not None:
+                    predicted[(..., *box)] = model(inputs[(..., *box)].contiguous(memory_format=torch.channels_last))
             elif compiled is not None:  # one slice per call: faster than batches there, and a third of the memory
-                predicted = torch.from_numpy(np.concatenate([compiled(one)[0] for one in inputs.numpy()[:, None]]))
+                predicted = inputs.clone()
+                for index, box in enumerate(map(network_box, denoised_region)):
+                    if box is not None:
+                        predicted[(index, slice(None), *box)] = torch.from_numpy(
+                            compiled(inputs[(index, None, slice(None), *box)].numpy())[0][0])
             else:
                 keep_large_buffers()
                 predicted = forward_tiled(model, inputs, mask=denoised_region)

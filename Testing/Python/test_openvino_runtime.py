@@ -40,6 +40,48 @@ def test_openvino_gives_the_pytorch_result_within_rounding_and_keeps_the_air(mon
     assert unchanged.mean() > 0.1 and np.array_equal(output[unchanged], volume[unchanged])
 
 
+def test_openvino_computes_only_the_body_box_and_there_gives_the_whole_slice_result(monkeypatch):
+    """Each slice goes to the compiled network cropped to inference.network_box (the body's box and the network's
+    8 px reach); inside the body test's mask the output equals the whole slice's bit for bit, elsewhere the input."""
+    from LDCTDenoiseLib import inference
+    from LDCTDenoiseLib.body import network_mask
+
+    monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "openvino")
+    torch.manual_seed(0)
+    model = CPCE2D().eval()
+    volume = (np.random.default_rng(1).normal(0, 20, (2, 200, 240)) - 1000.0).astype(np.float32)
+    volume[:, 40:100, 150:230] += 1040.0  # a body near the right edge, away from the others
+    compiled = inference.openvino_model(model)
+    shapes = []
+    monkeypatch.setattr(inference, "openvino_model", lambda _: lambda x: shapes.append(x.shape) or compiled(x))
+    output = denoise_volume(model, volume, device="cpu", batch_size=2)
+    whole = denoise_volume(model, volume, device="cpu", batch_size=2, body_only=False)
+    mask = network_mask(volume)
+    rows, columns = np.flatnonzero(mask[0].any(axis=1)), np.flatnonzero(mask[0].any(axis=0))
+    box = (rows[-1] - rows[0] + 1 + 16, min(columns[-1] + 1 + 8, 240) - (columns[0] - 8))  # the right edge clips
+    assert shapes[:2] == [(1, 1, *box)] * 2 and shapes[2:] == [(1, 1, 200, 240)] * 2
+    np.testing.assert_array_equal(output[mask], whole[mask])
+    np.testing.assert_array_equal(output[~mask], volume[~mask])
+
+
+def test_network_box_holds_the_mask_and_the_network_reach_inside_the_slice():
+    from LDCTDenoiseLib.inference import HALO, network_box
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mask = np.zeros((3, 90, 120), dtype=bool)
+        top, left = rng.integers(0, 90), rng.integers(0, 120)
+        mask[rng.integers(0, 3), top:top + rng.integers(1, 40), left:left + rng.integers(1, 40)] = True
+        rows, columns = network_box(mask)
+        inside = np.zeros((90, 120), dtype=bool)
+        inside[rows, columns] = True
+        reach = np.zeros_like(inside)
+        ys, xs = np.nonzero(mask.any(axis=0))
+        reach[max(ys.min() - HALO, 0):ys.max() + 1 + HALO, max(xs.min() - HALO, 0):xs.max() + 1 + HALO] = True
+        np.testing.assert_array_equal(inside, reach)
+    assert network_box(np.zeros((2, 30, 30), dtype=bool)) is None
+
+
 def test_the_compiled_model_follows_weights_changed_in_place(monkeypatch):
     """An adaptation updates the same network's weights in place: the next denoising must use the new ones."""
     monkeypatch.setenv(CPU_RUNTIME_VARIABLE, "openvino")
