@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from LDCTDenoiseLib.adaptation import AdaptationConfig, adapt
 from LDCTDenoiseLib.adaptation.patches import BodyPatchSampler
@@ -22,12 +21,11 @@ from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.inference import select_device
 from LDCTDenoiseLib.model_registry import ModelRegistry
-from LDCTDenoiseLib.normalization import hu_to_model
 
 from .report_domains import Series, load_domains
 from .self_supervised import train_blind_spot
 from .run_files import data_root
-from .train_supervised import learning_rate
+from .train_supervised import supervised_step
 
 
 def slug(text: str) -> str:
@@ -60,7 +58,8 @@ def train_supervised_model(series: list[Series], settings: dict, device: torch.d
     """CPCE-2D with MSE on the pairs of ``series``, with the shipped model's recipe (Adam, cosine decay); from
     ``start``'s weights when given (fine-tuning), else from scratch.
 
-    Patches come from the engine's body sampler (centres in the body of the normal-dose image, flips, rotations).
+    The step is :func:`train_supervised.supervised_step`; patches come from the engine's body sampler (centres in
+    the body of the normal-dose image, flips, rotations) drawn slice by slice, as the report's results were.
     """
     torch.manual_seed(settings["seed"])
     rng = np.random.default_rng(settings["seed"])
@@ -69,14 +68,7 @@ def train_supervised_model(series: list[Series], settings: dict, device: torch.d
     optimizer = torch.optim.Adam(network.parameters(), lr=settings["learning_rate"])
     tic = time.perf_counter()
     for iteration in range(settings["iterations"]):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(settings, iteration)
-        low, normal = (torch.from_numpy(hu_to_model(patch)).to(device) for patch in
-                       sampler.sample(settings["batch_size"]))
-        loss = F.mse_loss(network(low), normal)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = supervised_step(network, optimizer, sampler, settings, iteration, device)
     return network.cpu().eval(), {"iterations": settings["iterations"], "final_loss": float(loss.item()),
                                   "wall_time_s": round(time.perf_counter() - tic, 1)}
 

@@ -36,13 +36,14 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from LDCTDenoiseLib.adaptation.patches import BODY_THRESHOLD_HU, BodyPatchSampler
 from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.inference import denoise_volume
 from LDCTDenoiseLib.metrics import DISPLAY_WINDOW, per_slice_metrics, summarize
 from LDCTDenoiseLib.model_registry import save_model
 from LDCTDenoiseLib.normalization import hu_to_model
 
-from .paired_data import BodyPatchSampler, PairedVolume, load_packed_pair, load_pair
+from .paired_data import PairedVolume, load_packed_pair, load_pair
 from .run_files import REPO_ROOT, append_log, data_root, git_commit, plot_loss_curve, save_checkpoint
 
 
@@ -155,6 +156,31 @@ def learning_rate(config: dict, iteration: int) -> float:
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
 
 
+def paired_sampler(volumes: list[PairedVolume], config: dict, rng: np.random.Generator) -> BodyPatchSampler:
+    """Patches of the pairs (low dose, normal dose) centred in the normal-dose body, each series equally likely when
+    the config's ``balance_series`` says so; drawn from a list of every centre, the draw the shipped models used."""
+    empty = [volume.patient for volume in volumes if not (volume.normal_dose > BODY_THRESHOLD_HU).any()]
+    if empty:
+        raise ValueError(f"No body pixels to sample patches from in {', '.join(empty)}.")
+    return BodyPatchSampler([(volume.low_dose, volume.normal_dose) for volume in volumes], config["patch_size"], rng,
+                            body_from=1, balance_stacks=config.get("balance_series", False), listed=True)
+
+
+def supervised_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sampler: BodyPatchSampler, config: dict,
+                    iteration: int, device: torch.device, share: slice = slice(None)) -> torch.Tensor:
+    """One step of the supervised recipe: the cosine learning rate, a batch of body patches (this process's
+    ``share`` of it), MSE in the network's units, Adam. Returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, iteration)
+    low, normal = (torch.from_numpy(hu_to_model(patches[share])).to(device)
+                   for patches in sampler.sample(config["batch_size"]))
+    loss = torch.nn.functional.mse_loss(model(low), normal)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def evaluate(model: CPCE2D, volumes: list[PairedVolume], device: torch.device) -> dict:
     """Per-slice metrics of the model and of the low-dose input against normal dose, as mean and SD.
 
@@ -193,7 +219,7 @@ def train(config: dict, config_path: Path, command: str, processes: Processes = 
     rng = np.random.default_rng(config["seed"])
     train_volumes = load_split(config, "train")
     validation_volumes = load_split(config, "validation") if processes.is_main else []
-    sampler = BodyPatchSampler(train_volumes, config["patch_size"], rng, config.get("balance_series", False))
+    sampler = paired_sampler(train_volumes, config, rng)
     network = CPCE2D().to(processes.device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config["learning_rate"])
     start, elapsed = 0, 0.0
@@ -210,21 +236,12 @@ def train(config: dict, config_path: Path, command: str, processes: Processes = 
     if processes.world_size > 1:
         device_ids = [processes.device] if processes.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
-    loss_function = torch.nn.MSELoss()
     model.train()
     progress = tqdm(range(start, config["iterations"]), initial=start, total=config["iterations"],
                     desc=config["name"], unit="it", dynamic_ncols=True, disable=not processes.is_main)
     tic = time.perf_counter()
     for iteration in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, iteration)
-        low, normal = sampler.sample(config["batch_size"])
-        low, normal = low[mine], normal[mine]
-        prediction = model(torch.from_numpy(hu_to_model(low)).to(processes.device))
-        loss = loss_function(prediction, torch.from_numpy(hu_to_model(normal)).to(processes.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = supervised_step(model, optimizer, sampler, config, iteration, processes.device, mine)
         batch_loss = mean_over_processes(loss, processes)
         if not processes.is_main:
             continue  # the others wait for process 0's logging and validation in the next gradient all-reduce
