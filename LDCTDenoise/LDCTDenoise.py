@@ -36,6 +36,7 @@ from LDCTDenoiseLib.errors import CancelledError, LDCTDenoiseError
 
 RELOADED_PACKAGES = ("LDCTDenoiseLib", "LDCTDenoiseSlicerLib")  # re-imported by Reload, with the module
 INPUT_METHOD = "input"  # the engine's name (LDCTDenoiseLib.methods.INPUT) for "the input volume itself"
+AUTO_MODEL = "auto"  # the engine's name (LDCTDenoiseLib.model_registry.AUTO_MODEL) for "choose a model per series"
 LOSS_CURVE_REFRESH_S = 2.0  # redraw the live loss curve at most this often
 LOSS_CURVE_WIDTH_PX = 380
 
@@ -124,7 +125,7 @@ class LDCTDenoiseParameterNode:
     The parameters needed by module.
 
     inputVolume - The low-dose CT volume to denoise.
-    modelName - The registered model that denoises (empty: the engine's default model).
+    modelName - The registered model that denoises (empty: the engine's default model; "auto": chosen per input).
     baseModelName - The registered model the adaptation starts from.
     device - Where the network runs.
     strength - How much of the denoising to apply, in percent: output = input + strength/100 * (denoised - input).
@@ -334,9 +335,16 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 (self.ui.modelComboBox, self._parameterNode.modelName, self.onModelSelected),
                 (self.ui.baseModelComboBox, self._parameterNode.baseModelName, self.onBaseModelSelected)):
             comboBox.blockSignals(True)
-            for index, entry in enumerate(self.logic.modelEntries()):
+            entries = self.logic.modelEntries()
+            for index, entry in enumerate(entries):
                 comboBox.addItem(entry.name)
                 comboBox.setItemData(index, self.logic.modelDescription(entry), qt.Qt.ToolTipRole)
+            if comboBox is self.ui.modelComboBox:
+                comboBox.addItem(AUTO_MODEL)
+                comboBox.setItemData(len(entries), _(
+                    "Choose the model for each input: another model replaces the default only when an estimate of "
+                    "the error made without a reference shows it clearly better on a few slices of the input (tens "
+                    "of seconds more on a CPU)."), qt.Qt.ToolTipRole)
             comboBox.blockSignals(False)
             selected = max(comboBox.findText(chosen or self.logic.defaultModelName()), 0)
             comboBox.setCurrentIndex(selected)
@@ -418,8 +426,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             parameterNode.outputVolume = outputVolume
             parameterNode.exportVolume = outputVolume
             self.logic.showVolume(outputVolume)
-            self.ui.statusLabel.setText(_("Denoised in {seconds:.1f} s.").format(
-                seconds=time.perf_counter() - startTime))
+            status = _("Denoised in {seconds:.1f} s.").format(seconds=time.perf_counter() - startTime)
+            if self.logic.lastModelChoice is not None:
+                status += " " + self.logic.lastModelChoice.sentence()
+            self.ui.statusLabel.setText(status)
 
     def onCompareButton(self) -> None:
         """Compute the missing outputs of the ticked methods, show them in linked views and fill the table."""
@@ -633,6 +643,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         ScriptedLoadableModuleLogic.__init__(self)
         VTKObservationMixin.__init__(self)
         self.compareSliceNodes = []
+        self.lastModelChoice = None  # the last Auto choice (LDCTDenoiseLib.model_choice.ModelChoice), for the panel
 
     def getParameterNode(self):
         return LDCTDenoiseParameterNode(super().getParameterNode())
@@ -678,7 +689,8 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         cancelled; the result is shown at W/L 400/40.
         Can be used without GUI widget.
         :param inputVolume: CT volume in HU
-        :param method: a model name or a baseline name (see compareMethodNames)
+        :param method: a model name or a baseline name (see compareMethodNames), or "auto": the model chosen for
+          this input (LDCTDenoiseLib.model_choice; the choice and its evidence are in ``lastModelChoice``)
         :param strength: the share of the denoising applied, 0 to 1: input + strength * (denoised - input)
         :param outputVolume: volume to overwrite; a new one is created when None
         :return: the output volume
@@ -688,8 +700,18 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         from LDCTDenoiseLib.methods import make_method
 
         startTime = time.perf_counter()
+        hu = mrml.array_from_volume(inputVolume)
+        self.lastModelChoice = None
+        if method == AUTO_MODEL:
+            from LDCTDenoiseLib.model_choice import choose_model
+
+            spacing = inputVolume.GetSpacing()
+            self.lastModelChoice = choose_model(lambda index: hu[index], len(hu), (spacing[0] + spacing[1]) / 2.0,
+                                                device=device, cancel=cancel)
+            method = self.lastModelChoice.name
+            logging.info(f"LDCTDenoise: {self.lastModelChoice.sentence()}")
         denoiser = make_method(method, device=device, batch_size=batchSize, strength=strength)
-        result = denoiser(mrml.array_from_volume(inputVolume), progress=progress, cancel=cancel)
+        result = denoiser(hu, progress=progress, cancel=cancel)
         name = f"{inputVolume.GetName()} {method}" + (f" {strength:.0%}" if strength < 1.0 else "")
         outputVolume = mrml.add_volume_from_array(result, inputVolume, name, outputVolume)
         outputVolume.SetAttribute(self.METHOD_ATTRIBUTE, method)

@@ -39,7 +39,8 @@ from LDCTDenoiseLib.adaptation.target_noise import TargetNoise
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.inference import denoise_volume, select_device
 from LDCTDenoiseLib.metrics import per_slice_metrics
-from LDCTDenoiseLib.model_registry import ModelRegistry
+from LDCTDenoiseLib.model_choice import choose_model
+from LDCTDenoiseLib.model_registry import SHIPPED_MODELS_DIR, ModelRegistry
 
 from .report_domains import load_domains
 from .report_jobs import slug
@@ -147,14 +148,20 @@ def write_markdown(results: dict, path: Path) -> None:
                      f"{_interval(row['interval_db'])} | {_fmt(row['predicted_gain_vs_reference_db'])} | "
                      f"{_fmt(row['held_out_estimate_db'])} {_interval(row['held_out_interval_db'])} | {row['kept']} | "
                      f"{_fmt(outcome)} |")
+    if not results["adaptations"]:  # --choice-only
+        lines = ["# The label-free choice of a model (`--model auto`), against the references", *lines[1:3]]
     lines += ["", "## Which shipped model suits these scans: cpce2d-mayo-general against cpce2d-mayo-d45", "",
+              "*SURE would choose*: the rule on the whole scored series; *Auto chose*: the product's `--model auto` "
+              "(8 slices spread through the series, the noise model from up to 32).", "",
               "| scored series | true gain vs reference | window PSNR gain | SURE [95 %, noise band] | SURE's "
-              "prediction vs the reference | SURE would choose |", "|---|---|---|---|---|---|"]
+              "prediction vs the reference | SURE would choose | Auto chose | Auto's time (s) |",
+              "|---|---|---|---|---|---|---|---|"]
     for row in results["model_choice"]:
         choice = row["other"] if row["sure_prefers_other"] else row["start"]
         lines.append(f"| {row['series']} | {_fmt(row['true_gain_db'])} | {_fmt(row['window_psnr_gain_db'])} | "
                      f"{_fmt(row['estimated_gain_db'])} {_interval(row['interval_db'])} | "
-                     f"{_fmt(row['predicted_gain_vs_reference_db'])} | {choice} |")
+                     f"{_fmt(row['predicted_gain_vs_reference_db'])} | {choice} | {row.get('auto_chose', '–')} | "
+                     f"{row.get('auto_seconds', '–')} |")
     lines += ["", "SURE on the Mayo series estimates the error against the (unknown) noise-free image; their "
               "reference, "
               "the full dose, holds a quarter of the quarter dose's noise inside the quarter dose itself, so the "
@@ -174,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=["recorruption", "noise-matching"],
                         help="adaptation methods (held-out slices and the gain gate are added to any)")
     parser.add_argument("--no-model-choice", action="store_true", help="skip the shipped models' comparison")
+    parser.add_argument("--choice-only", action="store_true",
+                        help="only the shipped models' comparison and Auto's choice (no adaptation)")
     parser.add_argument("--directions", help="comma-separated names (default: every direction with a shipped start)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "evaluation" / "gain-estimate.json")
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         real = direction["evaluate"][0].split("/")[0] in REAL_DOMAINS
         runs = [(method, alpha) for method in args.methods
                 for alpha in (args.alpha if method == "recorruption" else [0.0])]
-        for method, alpha in runs:
+        for method, alpha in [] if args.choice_only else runs:
             for seed in args.seeds:
                 model, card = adapted_model(run_dir, direction, start_name, domains, args.steps, method, alpha,
                                             seed, args.device)
@@ -213,12 +222,17 @@ def main(argv: list[str] | None = None) -> None:
                             "kept": held_out.get("kept"), "steps_per_s": card["training"]["steps_per_s"]})
                 results["adaptations"].append(row)
                 print(json.dumps(row), flush=True)
-    for key in [] if args.no_model_choice else sorted({key for direction in directions
+    # every scored series of the report (patients no shipped model trained on)
+    for key in [] if args.no_model_choice else sorted({key for direction in config["directions"]
                                                        for key in direction["evaluate"]}):
         item = domains[key]
         row = compare(registry.load(SHIPPED[0])[0], registry.load(SHIPPED[1])[0], item.low_dose, item.reference,
                       item.pixel_mm, key.split("/")[0] in REAL_DOMAINS, device, 0)
-        row.update({"series": key, "start": SHIPPED[0], "other": SHIPPED[1]})
+        tic_auto = time.perf_counter()
+        choice = choose_model(lambda index: item.low_dose[index], len(item.low_dose), item.pixel_mm,
+                              ModelRegistry([SHIPPED_MODELS_DIR]), default=SHIPPED[0], device=args.device)
+        row.update({"series": key, "start": SHIPPED[0], "other": SHIPPED[1], "auto_chose": choice.name,
+                    "auto_sentence": choice.sentence(), "auto_seconds": round(time.perf_counter() - tic_auto, 1)})
         results["model_choice"].append(row)
         print(json.dumps(row), flush=True)
     results["seconds"] = round(time.perf_counter() - tic)

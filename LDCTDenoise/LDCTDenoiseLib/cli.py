@@ -30,7 +30,7 @@ from .pipeline import denoise_series
 from .errors import LDCTDenoiseError, SeriesSelectionError
 from .methods import INPUT, ModelDenoiser, available_methods
 from .metrics import DISPLAY_WINDOW_LABEL, Roi
-from .model_registry import DEFAULT_MODEL, ModelRegistry, card_summary
+from .model_registry import AUTO_MODEL as AUTO, DEFAULT_MODEL, ModelRegistry, card_summary
 from .simulator import KERNELS, MODES, ScanProtocol, simulate_low_dose_volume
 
 EXIT_INPUT_ERROR = 2
@@ -100,22 +100,33 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
         raise LDCTDenoiseError("--shard spreads the series of an archive over processes; use it with --archive.")
     check_output_folder(args.output)  # before the model loads or a file is read
     registry = ModelRegistry()
-    model = ModelDenoiser(args.model, registry, args.device, args.batch_size, strength=args.strength / 100.0)
+    if args.model != AUTO:
+        ModelDenoiser(args.model, registry, args.device, args.batch_size)  # an unknown model fails before reading
     at_strength = "" if args.strength == 100.0 else f" at strength {args.strength:g} %"
     series = open_series(args.input, args.series)
     for warning in series.warnings:
         _say(args, f"warning: {args.input}: {warning}")
     tic = time.perf_counter()
-    suffix = args.model if args.strength == 100.0 else f"{args.model} {args.strength:g}%"
+    name = args.model
+    if name == AUTO:
+        from .model_choice import choose_model  # torch only here
+
+        _say(args, "Auto: comparing the models on a few slices of the series (no reference)...")
+        choice = choose_model(lambda index: series.read(index, index + 1)[0], series.shape[0],
+                              float(np.mean(series.spacing[1:])), registry, device=args.device)
+        print(choice.sentence())
+        name = choice.name
+    model = ModelDenoiser(name, registry, args.device, args.batch_size, strength=args.strength / 100.0)
+    suffix = name if args.strength == 100.0 else f"{name} {args.strength:g}%"
     files = denoise_series(series, model, args.output, batch_size=args.batch_size,
                                    derivation_description=model.derivation(),
                                    series_description_suffix=f" [LDCTDenoise {suffix}]",
-                                   progress=bars(f"read, denoise ({args.model}{at_strength}), write"))
+                                   progress=bars(f"read, denoise ({name}{at_strength}), write"))
     seconds = time.perf_counter() - tic
     bars.close()
     n_slices = series.shape[0]
     rate = n_slices / seconds if seconds > 0 else float("inf")
-    print(f"Denoised {n_slices} slices of '{series.description}' with {args.model}{at_strength} in {seconds:.1f} s "
+    print(f"Denoised {n_slices} slices of '{series.description}' with {name}{at_strength} in {seconds:.1f} s "
           f"({rate:.1f} slices/s, reading and writing included); wrote {len(files)} files to {args.output}")
     return 0
 
@@ -124,6 +135,8 @@ def command_denoise_archive(args: argparse.Namespace, bars: ProgressBars) -> int
     """Every CT series under the input, one derived series each, resumable and shardable (see archive.py)."""
     if args.series is not None:
         raise LDCTDenoiseError("--series picks one series of the input; --archive denoises them all.")
+    if args.model == AUTO:
+        raise LDCTDenoiseError("--model auto chooses a model for one series; with --archive, name the model.")
     shard = parse_shard(args.shard)
     device = args.device
     if args.shard == "env" and device == "auto" and "LOCAL_RANK" in os.environ:
@@ -345,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("input", type=Path, help="DICOM folder (searched recursively) or file")
     denoise.add_argument("output", type=Path, help="new or empty folder for the denoised series (with --archive: "
                                                    "the folder of the output tree, made or resumed)")
-    denoise.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `models`)")
+    denoise.add_argument("--model", default=DEFAULT_MODEL,
+                         help=f"model name (default {DEFAULT_MODEL}; see `models`), or {AUTO}: the model that the "
+                              f"label-free error estimate shows clearly better than the default on a few slices of "
+                              f"the series, else the default (tens of seconds more on a CPU)")
     denoise.add_argument("--series", help="SeriesInstanceUID, when the input holds several series")
     denoise.add_argument("--archive", action="store_true",
                          help="denoise every CT series under the input into OUTPUT/<its folder>/<SeriesInstanceUID>; "

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 DEFAULT_MODEL = "cpce2d-mayo-d45"
+AUTO_MODEL = "auto"  # not a model: chooses one per series (model_choice.py)
 REQUIRED_CARD_KEYS = tuple(card_schema()["required"])  # model_card.schema.json
 
 

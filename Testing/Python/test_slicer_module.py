@@ -193,7 +193,7 @@ def test_buttons_follow_the_inputs(widget, mrml_scene):
 
 def test_model_list_and_methods_come_from_the_registry_with_cards_as_tooltips(widget):
     ui = widget.ui
-    assert [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())] == [*SHIPPED, "tiny"]
+    assert [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count())] == [*SHIPPED, "tiny", "auto"]
     shipped, tooltip = (ui.modelComboBox.itemData(i, qt.Qt.ToolTipRole) for i in (0, len(SHIPPED)))
     assert "(shipped)" in shipped and "Validation on L286" in shipped
     assert "test profile" in tooltip and "D45" in tooltip and "(profile)" in tooltip
@@ -218,6 +218,21 @@ def test_denoise_runs_in_batches_and_shows_the_output_at_the_soft_tissue_window(
     assert "Denoised" in widget.ui.statusLabel.text()
     assert widget.ui.denoiseButton.isEnabled() and not widget.ui.cancelButton.isEnabled()
     assert output.GetAttribute(module.LDCTDenoiseLogic.METHOD_ATTRIBUTE) == "tiny"
+
+
+def test_auto_chooses_a_model_for_the_input_and_says_which_and_why(widget, scanner_b):
+    """The last model entry, auto: the engine's choice (model_choice.py) on the input volume; the untrained profile
+    'tiny' is never chosen over the shipped default, and the status line gives the choice and its evidence."""
+    widget._parameterNode.inputVolume = scanner_b
+    widget.ui.modelComboBox.setCurrentIndex(widget.ui.modelComboBox.findText(module.AUTO_MODEL))
+    assert widget._parameterNode.modelName == "auto"
+    widget.ui.denoiseButton.click()
+    choice = widget.logic.lastModelChoice
+    assert choice is not None and choice.name in SHIPPED and "tiny" in choice.estimates
+    assert choice.estimates["tiny"].difference_interval_hu2[0] > 0  # clearly worse than the default
+    output = widget._parameterNode.outputVolume
+    assert output.GetAttribute(module.LDCTDenoiseLogic.METHOD_ATTRIBUTE) == choice.name
+    assert f"Auto chose {choice.name}" in widget.ui.statusLabel.text()
 
 
 def test_the_strength_slider_blends_the_output_and_the_export_and_table_record_it(widget, ct, tmp_path):

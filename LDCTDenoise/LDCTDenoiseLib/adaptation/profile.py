@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..errors import LDCTDenoiseError
 from ..figure import loss_curve_figure
-from ..model_registry import ModelRegistry, save_model, user_profiles_dir
+from ..model_registry import AUTO_MODEL, ModelRegistry, save_model, user_profiles_dir
 from .adapt import AdaptationResult
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -24,6 +24,8 @@ def check_profile_name(name: str, registry: Optional[ModelRegistry] = None) -> N
     if not PROFILE_NAME.fullmatch(name):
         raise LDCTDenoiseError(f"Profile name '{name}' must be 1-64 letters, digits, '.', '_' or '-', starting with "
                                "a letter or digit.")
+    if name.lower() == AUTO_MODEL:
+        raise LDCTDenoiseError(f"'{name}' is the name of the automatic choice of a model; choose another name.")
     registry = registry or ModelRegistry()
     if name in registry.names():
         raise LDCTDenoiseError(f"A model named '{name}' already exists ({registry.entry(name).card_path}); choose "
