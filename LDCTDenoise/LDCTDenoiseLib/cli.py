@@ -114,8 +114,9 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
         _say(args, "Auto: comparing the models on a few slices of the series (no reference)...")
         choice = choose_model(lambda index: series.read(index, index + 1)[0], series.shape[0],
                               float(np.mean(series.spacing[1:])), registry, device=args.device)
-        print(choice.sentence())
+        print(f"{choice.sentence()} ({time.perf_counter() - tic:.0f} s)")
         name = choice.name
+        tic = time.perf_counter()
     model = ModelDenoiser(name, registry, args.device, args.batch_size, strength=args.strength / 100.0)
     suffix = name if args.strength == 100.0 else f"{name} {args.strength:g}%"
     files = denoise_series(series, model, args.output, batch_size=args.batch_size,
