@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         directions = [d for d in directions if d["name"] in wanted]
     device = select_device(args.device)
     registry = ModelRegistry()
-    results = {"command": "python -m training.validate_gain " + " ".join(argv or []), "git_commit": git_commit(),
+    results = {"command": " ".join(["python -m training.validate_gain", *(sys.argv[1:] if argv is None else argv)]),
+               "git_commit": git_commit(),
                "adaptations": [], "model_choice": []}
     tic = time.perf_counter()
     for direction in directions:

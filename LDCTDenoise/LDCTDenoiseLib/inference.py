@@ -193,6 +193,17 @@ def network_box(mask: np.ndarray) -> Optional[tuple[slice, slice]]:
             slice(max(int(columns[0]) - HALO, 0), int(columns[-1]) + 1 + HALO))
 
 
+def forward_cropped(model: torch.nn.Module, x: torch.Tensor, mask: np.ndarray,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """``model(x)`` for slices (n, 1, H, W) wherever ``mask`` (n, H, W) holds, computed on the whole batch cropped to
+    :func:`network_box`; outside that box the result is ``x``'s."""
+    out = x.clone()
+    box = network_box(mask)
+    if box is not None:
+        out[(..., *box)] = model(x[(..., *box)].contiguous(memory_format=memory_format))
+    return out
+
+
 def forward_tiled(model: torch.nn.Module, x: torch.Tensor, tile: int = TILE,
                   mask: Optional[np.ndarray] = None) -> torch.Tensor:
     """``model(x)`` for slices (n, 1, H, W), computed on (tile + 2 HALO)² windows around tile² cores, and stitched.
@@ -252,10 +263,7 @@ def denoise_volume(model: torch.nn.Module, hu: np.ndarray, *, device: str | torc
             inputs = torch.from_numpy(hu_to_model(batch))[:, None].to(target)
             denoised_region = network_mask(batch) if body_only else np.ones(batch.shape, dtype=bool)
             if on_gpu:
-                predicted = inputs.clone()
-                box = network_box(denoised_region)
-                if box is not None:
-                    predicted[(..., *box)] = model(inputs[(..., *box)].contiguous(memory_format=torch.channels_last))
+                predicted = forward_cropped(model, inputs, denoised_region, torch.channels_last)
             elif compiled is not None:  # one slice per call: faster than batches there, and a third of the memory
                 predicted = inputs.clone()
                 for index, box in enumerate(map(network_box, denoised_region)):

@@ -181,6 +181,28 @@ def test_only_the_body_goes_through_the_network_and_there_the_output_is_unchange
     assert computed == 2 * 3 and sum(windows) == 2 * 9  # 3 of the 9 128² tiles of each slice hold the body
 
 
+def test_a_batch_cropped_to_its_body_box_gives_the_whole_batch_result_inside_the_mask():
+    """The GPU path's crop (inference.forward_cropped), run here on the CPU in float64 so that rounding cannot hide a
+    missing or short halo: inside the mask the cropped batch equals the whole one, outside the box it is the input."""
+    from LDCTDenoiseLib.body import network_mask
+    from LDCTDenoiseLib.inference import forward_cropped, network_box
+
+    torch.manual_seed(0)
+    model = CPCE2D().double().eval()
+    volume, _ = _small_body_volume(n_slices=2, size=200)
+    volume[1] = np.roll(volume[1], 40, axis=1)  # the two slices' bodies differ: the box is their union's
+    x = torch.from_numpy(hu_to_model(volume)).double()[:, None]
+    mask = network_mask(volume)
+    with torch.no_grad():
+        cropped, whole = forward_cropped(model, x, mask), model(x)
+    np.testing.assert_allclose(cropped[:, 0].numpy()[mask], whole[:, 0].numpy()[mask], rtol=0, atol=1e-9)
+    outside = np.ones(mask.shape[1:], dtype=bool)
+    outside[network_box(mask)] = False
+    assert outside.mean() > 0.1  # the box leaves out part of the batch
+    np.testing.assert_array_equal(cropped[:, 0].numpy()[:, outside], x[:, 0].numpy()[:, outside])
+    assert torch.equal(forward_cropped(model, x, np.zeros_like(mask)), x)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_tile_origins_cover_every_masked_pixel_with_cores_inside_the_slice(seed):
     from LDCTDenoiseLib.inference import tile_origins
