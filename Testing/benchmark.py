@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -263,10 +264,23 @@ def print_series(series: dict) -> None:
           f"{series['peak_rss_target_mib']:.0f} MiB: {'met' if series['peak_rss_target_met'] else 'MISSED'})")
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector and matrix extensions (the machine behind this project's runs has
+    changed between days, so each run says which it was)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = set((re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE) or ["", ""])[1].split())
+    extensions = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
+    return f"{model[1] if model else platform.processor()} ({', '.join(extensions) or 'no AVX2'})"
+
+
 def machine_info(device: torch.device) -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
+    return {"platform": platform.platform(), "processor": cpu_name(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()}
 
 
 def write_report(report: dict, path: Path) -> None:
