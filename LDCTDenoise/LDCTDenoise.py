@@ -412,8 +412,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to denoise."), waitCursor=True):
             self.ensureDependencies()
             parameterNode = self._parameterNode
+            auto = parameterNode.modelName == AUTO_MODEL
             try:
-                with self.running(_("Denoising...")):
+                with self.running(_("Choosing the model for this input (auto), then denoising...") if auto
+                                  else _("Denoising...")):
                     startTime = time.perf_counter()
                     outputVolume = self.logic.denoise(
                         parameterNode.inputVolume, parameterNode.modelName or self.logic.defaultModelName(),
