@@ -100,15 +100,17 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
         raise LDCTDenoiseError("--shard spreads the series of an archive over processes; use it with --archive.")
     check_output_folder(args.output)  # before the model loads or a file is read
     registry = ModelRegistry()
-    if args.model != AUTO:
-        ModelDenoiser(args.model, registry, args.device, args.batch_size)  # an unknown model fails before reading
+    strength = args.strength / 100.0
+    # an unknown model or device fails here, before anything is read
+    model = None if args.model == AUTO else ModelDenoiser(args.model, registry, args.device, args.batch_size,
+                                                          strength=strength)
     at_strength = "" if args.strength == 100.0 else f" at strength {args.strength:g} %"
     series = open_series(args.input, args.series)
     for warning in series.warnings:
         _say(args, f"warning: {args.input}: {warning}")
     tic = time.perf_counter()
     name = args.model
-    if name == AUTO:
+    if model is None:
         from .model_choice import choose_model  # torch only here
 
         _say(args, "Auto: comparing the models on a few slices of the series (no reference)...")
@@ -117,7 +119,7 @@ def command_denoise(args: argparse.Namespace, bars: ProgressBars) -> int:
         print(f"{choice.sentence()} ({time.perf_counter() - tic:.0f} s)")
         name = choice.name
         tic = time.perf_counter()
-    model = ModelDenoiser(name, registry, args.device, args.batch_size, strength=args.strength / 100.0)
+        model = ModelDenoiser(name, registry, args.device, args.batch_size, strength=strength)
     suffix = name if args.strength == 100.0 else f"{name} {args.strength:g}%"
     files = denoise_series(series, model, args.output, batch_size=args.batch_size,
                                    derivation_description=model.derivation(),
