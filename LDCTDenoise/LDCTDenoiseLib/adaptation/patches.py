@@ -76,10 +76,11 @@ class BodyPatchSampler:
         self.probabilities = np.asarray(weights, np.float64) / float(sum(weights))
         self.listed = None
         if listed:  # per stack: (z, y, x) of every centre, in scan order, up to H - 1 - half (see the module doc)
-            self.listed = [np.stack(np.nonzero(self._centre_window(stack_index)[:, :shape[1] - 2 * half,
-                                                                                :shape[2] - 2 * half]), axis=1)
-                           + (0, half, half) for stack_index, shape in enumerate(stack[0].shape
-                                                                                 for stack in self.stacks)]
+            self.listed = []
+            for stack_index, stack in enumerate(self.stacks):
+                height, width = stack[0].shape[1:]
+                window = self._centre_window(stack_index)[:, :height - 2 * half, :width - 2 * half]
+                self.listed.append(np.stack(np.nonzero(window), axis=1) + (0, half, half))
 
     def _centre_window(self, stack_index: int, z: int | slice = slice(None)) -> np.ndarray:
         """Which pixels of slice ``z`` (or of all slices) can be a patch centre, offset by half a patch: the body,
