@@ -102,3 +102,31 @@ def test_noise_summary_says_what_was_measured_and_when_the_target_gave_little_to
                         "to the source inputs.")
     kernel = noise_summary({"source_noise_sd_hu": 77.56, "target_noise_sd_hu": 56.53, "added_noise_sd_hu": 9.72})
     assert kernel.startswith("Noise measured") and "hardly noisier than the source pairs" in kernel
+
+
+def test_without_a_reliable_noise_estimate_the_gain_is_not_estimated_and_the_user_is_told_why():
+    """A smooth kernel at a low noise level (anatomy of f^-3 power over 3 HU of blurred noise): SURE would rest on a
+    noise level the noise model cannot measure, so no slices are held out and the user is told why, not a gain."""
+    from LDCTDenoiseLib.noise_estimate import estimate_noise
+
+    rng = np.random.default_rng(4)
+    size = 160
+    frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij"))
+    frequency[0, 0] = 1.0
+    disc = body(rng, 4, 0.0)
+    anatomy = np.fft.ifft2(np.fft.fft2(rng.standard_normal((4, size, size))) * frequency ** -1.5).real
+    anatomy *= 40.0 / anatomy.std()
+    target = (disc + np.where(disc > 0, anatomy, 0.0) + correlated_noise(rng, disc.shape, 3.0, 1.5)).astype(np.float32)
+    assert not estimate_noise(target, 0.7).reliable
+    normal = body(rng, 3, 0.0, size=96)
+    pairs = SourcePairs(normal + 20.0 * rng.standard_normal(normal.shape).astype(np.float32), normal)
+    config = AdaptationConfig(steps=1, batch_size=4, patch_size=SIZE, device="cpu", match_target_noise=True,
+                              adversarial_weight=0.0, holdout_share=0.25)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="No estimate of the gain"):
+        result = adapt(CPCE2D(), [target], config, pairs, target_pixel_mm=[0.7])
+    assert result.gain is None and result.keep_adapted
+    assert result.card["training"]["held_out"]["slices"] == [[]]  # every slice trained on: nothing to score
+    assert "could not be told apart from the anatomy" in result.card["validation"]["estimated_gain"]["unavailable"]
+    assert result.gain_sentence("cpce2d-mayo-d45").startswith("No estimate of the gain without a reference: the "
+                                                              "noise of target series 1 could not be told apart")

@@ -112,6 +112,15 @@ class AdaptationResult:
         """False when held-out slices showed no clear gain: the front ends then keep the starting model."""
         return self.gain is None or self.gain.keep_adapted
 
+    def gain_sentence(self, start_name: str) -> str:
+        """What the front ends tell the user about the gain: the estimate, or why there is none (empty when no
+        slices were meant to be held out)."""
+        if self.gain is not None:
+            return self.gain.sentence(start_name)
+        reason = self.card.get("validation", {}).get("estimated_gain", {}).get("unavailable")
+        return (f"No estimate of the gain without a reference: {reason}. Compare the profile with {start_name} "
+                f"before using it." if reason else "")
+
 
 def checked_target_volumes(target_volumes: np.ndarray | Sequence[np.ndarray], patch_size: int,
                            noise_regions: bool = False) -> list[np.ndarray]:
@@ -180,8 +189,16 @@ def adapt(model: torch.nn.Module, target_volumes: np.ndarray | Sequence[np.ndarr
                 raise
             # the gain cannot be estimated without the noise model: train on every slice and say so
             no_gain_reason = f"the target scans' noise could not be measured: {error}"
-            warnings.warn(f"No estimate of the gain: {no_gain_reason}", UserWarning, stacklevel=2)
             holdout_share = 0.0
+        unreliable = [index + 1 for index, noise in enumerate(noises)
+                      if noise is not None and not noise.estimate.reliable]
+        if unreliable and config.recorruption_weight == 0 and holdout_share > 0:
+            # SURE would rest on a noise level that may be off by 1.7x (Mayo B30 full dose): no estimate, and say so
+            no_gain_reason = (f"the noise of target series {', '.join(map(str, unreliable))} could not be told apart "
+                              f"from the anatomy (a smooth kernel at a low noise level)")
+            holdout_share = 0.0
+    if no_gain_reason:
+        warnings.warn(f"No estimate of the gain: {no_gain_reason}", UserWarning, stacklevel=2)
     targets, held_out, held_out_slices = split_holdout(all_targets, holdout_share)
     if holdout_share > 0 and not any(len(volume) for volume in held_out):
         no_gain_reason = "every target series has fewer than 3 slices, so none could be held out"

@@ -12,7 +12,7 @@ stdout (read them back with :class:`EventReader`):
   with :func:`figure.loss_curve_figure`;
 - ``{"event": "done", "kept": "adapted", "name": ..., "card": ..., "curve": ..., "wall_time_s": ..., "noise": ...,
   "gain": ...}``, exit status 0 (``noise``: the measured noise in words, empty without noise matching; ``gain``: the
-  label-free estimate of the gain on held-out slices in words, empty without held-out slices);
+  label-free estimate of the gain on held-out slices in words, or why there is none; empty when none were held out);
 - ``{"event": "done", "kept": "start", "wall_time_s": ..., "gain": ...}``, exit status 0: the held-out slices showed
   no clear gain over the starting model, so no profile was saved (``settings["save_anyway"]`` saves it anyway);
 - ``{"event": "error", "message": ...}``, exit status 2 (bad input or settings) or 1 (anything else);
@@ -142,7 +142,7 @@ def run_job(job_dir: Path, emit: Callable[[dict], None]) -> int:
                                                  "losses": {k: v for k, v in row.items() if k != "step"}}))
         if cancelled():
             raise CancelledError("Cancelled by the user.")
-        gain = result.gain.sentence(request["base_model"]) if result.gain is not None else ""
+        gain = result.gain_sentence(request["base_model"])
         if not result.keep_adapted and not request["settings"].get("save_anyway"):
             emit({"event": "done", "kept": "start", "wall_time_s": result.card["training"]["wall_time_s"],
                   "gain": gain})

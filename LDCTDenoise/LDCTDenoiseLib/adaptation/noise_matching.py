@@ -15,7 +15,9 @@ source at some frequency, nothing is added there (noise cannot be removed from a
 so a shift towards a quieter scanner leaves the pairs nearly as they were: that is the no-harm case.
 
 In the evaluation report (docs/evaluation/report.md) it gains most on a much noisier target and does no harm on
-most smaller shifts; the numbers are in docs/measurements.md, "Noise matching".
+most smaller shifts; the numbers are in docs/measurements.md, "Noise matching". The engine's validated noise model
+(``noise_estimate.py``) in place of this difference, with or without the target's local noise levels, measured no
+better there (same section), so this estimate stays.
 
 No library picks noise-only regions out of patient images (scikit-image and SimpleITK have nothing for it), so the
 ROI selection is ours; the 2D NPS is the engine's metric (``metrics.noise_power_spectrum_2d``) and the FFTs are
