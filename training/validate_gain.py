@@ -147,8 +147,8 @@ def adapted_model(run_dir: Path, direction: dict, start: tuple[str, Callable[[],
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as temporary, open(temporary, "wb") as stream:
         torch.save(result.model.state_dict(), stream)
-    kept = ("wall_time_s", "steps_per_s", "device", "recorruption", "target_noise_matching", "held_out", "method")
-    card = {"name": name, "training": {key: result.card["training"][key] for key in kept},
+    card_keys = ("wall_time_s", "steps_per_s", "device", "recorruption", "target_noise_matching", "held_out", "method")
+    card = {"name": name, "training": {key: result.card["training"][key] for key in card_keys},
             "validation": result.card["validation"]}
     with atomic_file(card_path) as temporary:
         Path(temporary).write_text(json.dumps(card, indent=2), encoding="utf-8")

@@ -325,8 +325,9 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
     result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt"),
                    target_pixel_mm=[float(volume.spacing[1]) for volume in volumes])
     bars.close()
-    if result.gain_sentence(args.base_model):
-        print(result.gain_sentence(args.base_model))
+    gain = result.gain_sentence(args.base_model)
+    if gain:
+        print(gain)
     if not result.keep_adapted and not args.save_anyway:
         print(f"No profile saved: keep using {args.base_model} for these scans (--save-anyway saves the adapted "
               f"model all the same).")
