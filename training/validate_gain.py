@@ -229,7 +229,7 @@ def write_markdown(results: dict, path: Path) -> None:
              "report's per-slice PSNR. "
              "Positive: the adapted (or the other) model is better.", ""]
     if results["adaptations"]:
-        lines += ["## What the product delivers, as it runs by default", "",
+        lines += ["## What the product delivers, with each method's settings as it runs them", "",
                   "Every run starts from the direction's source-only model and learns from the direction's unlabeled "
                   "target scans alone (noise matching: with the phantom pairs the product simulates); 15 % of the "
                   "target slices are held out and the adapted model is kept only when the label-free estimate on "
