@@ -81,7 +81,6 @@ def compare(start: torch.nn.Module, other: torch.nn.Module, low: np.ndarray, ref
     masks = np.stack([scored_mask(image, pixel_mm) for image in low]) & (low >= -1024.0)
     outputs = [denoise_volume(model, low, device=device) for model in (start, other)]
     true_mse = [float(np.mean(((output - reference) ** 2)[masks])) for output in outputs]
-    psnr = [np.mean([row["psnr_display"] for row in per_slice_metrics(output, reference)]) for output in outputs]
     row = {"estimated_gain_db": round(estimate.gain_db, 3),
            "interval_db": [round(value, 3) for value in estimate.interval_db],
            "difference_interval_hu2": [round(value, 1) for value in estimate.difference_interval_hu2],
@@ -90,7 +89,7 @@ def compare(start: torch.nn.Module, other: torch.nn.Module, low: np.ndarray, ref
            "sure_mse_hu2": [round(estimate.mse_start, 1), round(estimate.mse_adapted, 1)],
            "true_mse_hu2": [round(value, 1) for value in true_mse],
            "true_gain_db": round(_db(*true_mse), 3),
-           "window_psnr_gain_db": round(float(psnr[1] - psnr[0]), 3)}
+           "window_psnr_gain_db": window_psnr_gain(*outputs, reference)}
     if real:  # the estimator's prediction of the error against the (noisy) full dose
         share = REFERENCE_NOISE_SHARE
         predicted = [residual - (1.0 - share) * terms["variance"] + 2.0 * (1.0 - share) * divergence
@@ -155,11 +154,10 @@ def adapted_model(run_dir: Path, direction: dict, start: tuple[str, Callable[[],
     return result.model, card
 
 
-def window_psnr_gain(start: torch.nn.Module, other: torch.nn.Module, low: np.ndarray, reference: np.ndarray,
-                     device: torch.device) -> float:
-    """The report's window PSNR of ``other`` minus that of ``start`` (mean over slices), without any estimate."""
-    psnr = [np.mean([row["psnr_display"] for row in per_slice_metrics(denoise_volume(model, low, device=device),
-                                                                        reference)]) for model in (start, other)]
+def window_psnr_gain(start_output: np.ndarray, other_output: np.ndarray, reference: np.ndarray) -> float:
+    """The report's window PSNR of one model's output minus that of the other (mean over slices)."""
+    psnr = [np.mean([row["psnr_display"] for row in per_slice_metrics(output, reference)])
+            for output in (start_output, other_output)]
     return round(float(psnr[1] - psnr[0]), 3)
 
 
@@ -333,7 +331,8 @@ def main(argv: list[str] | None = None) -> None:
                 if scores.is_file():  # the scoring is seeded: a cached model's row is read back
                     row = json.loads(scores.read_text(encoding="utf-8"))
                 elif method == CONTROL:  # no gate and no estimate: the report's window PSNR only
-                    row = {"window_psnr_gain_db": window_psnr_gain(start[1](), model, low, reference, device)}
+                    row = {"window_psnr_gain_db": window_psnr_gain(
+                        *(denoise_volume(network, low, device=device) for network in (start[1](), model)), reference)}
                 else:
                     row = compare(start[1](), model, low, reference, scored[0].pixel_mm, real, device, seed)
                 with atomic_file(scores) as temporary:
