@@ -36,7 +36,7 @@ from LDCTDenoiseLib.inference import denoise_volume
 from LDCTDenoiseLib.metrics import noise_power_spectrum, nps_summary, per_slice_metrics
 
 from .report_domains import load_domains
-from .report_jobs import job_path, load_job_model, run_job, slug
+from .report_jobs import job_path, load_job_model, run_job, slug, source_job
 from . import report_writer as labels
 from .report_writer import write_report
 from .run_files import REPO_ROOT, data_root, git_commit
@@ -71,8 +71,7 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
         if direction.get("source_model"):  # a shipped model trained on the source pairs stands for source-only
             source = {"kind": "shipped", "model": direction["source_model"]}
         else:
-            source = {"kind": "supervised", "series": direction["source"],
-                      "iterations": config["supervised"]["iterations"]}
+            source = source_job(direction, config)
         upper = {"kind": "supervised", "series": direction["target"], "iterations": config["supervised"]["iterations"]}
         fine_tuned = None
         if direction.get("fine_tuned_from"):  # the source model fine-tuned on the target pairs: a second upper bound

@@ -56,7 +56,7 @@ from LDCTDenoiseLib.model_choice import choose_model
 from LDCTDenoiseLib.model_registry import SHIPPED_MODELS_DIR, ModelRegistry
 
 from .report_domains import load_domains
-from .report_jobs import job_path, load_job_model, run_job, slug
+from .report_jobs import job_path, load_job_model, run_job, slug, source_job
 from .run_files import REPO_ROOT, data_root, git_commit
 
 REPORT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
@@ -100,11 +100,6 @@ def compare(start: torch.nn.Module, other: torch.nn.Module, low: np.ndarray, ref
     else:
         row["predicted_gain_vs_reference_db"] = row["estimated_gain_db"]
     return row
-
-
-def source_job(direction: dict, config: dict) -> dict:
-    """The report's job that trains the direction's source-only CPCE on its source pairs."""
-    return {"kind": "supervised", "series": direction["source"], "iterations": config["supervised"]["iterations"]}
 
 
 def source_only(direction: dict, config: dict, report_dir: Path) -> Optional[tuple[str, Callable[[], CPCE2D]]]:
