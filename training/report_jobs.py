@@ -24,11 +24,9 @@ from LDCTDenoiseLib.model_registry import ModelRegistry
 
 from .report_domains import Series, load_domains
 from .self_supervised import train_blind_spot
-from .run_files import data_root, save_checkpoint
+from .run_files import CHECKPOINT_EVERY, data_root, save_checkpoint
 from .train_supervised import supervised_step
 
-
-CHECKPOINT_EVERY = 250  # iterations of a supervised job between checkpoints (about 4 minutes on one CPU core)
 
 
 def slug(text: str) -> str:
@@ -131,9 +129,10 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
         model, info = train_supervised_model([domains[key] for key in job["series"]], settings, device, start,
                                              checkpoint)
     elif job["kind"] == "self_supervised":
+        checkpoint = run_dir / "checkpoints" / path.name
         model, info = train_blind_spot([domains[key].low_dose for key in job["series"]], job["iterations"],
                                        device=str(device), radius=job["radius"],
-                                       seed=config["supervised"]["seed"])
+                                       seed=config["supervised"]["seed"], checkpoint=checkpoint)
     else:
         start = shipped_model(job["start"]) if job["start_shipped"] else _load_model(run_dir / job["start"])
         source = None
@@ -155,7 +154,7 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
         with open(temporary, "wb") as stream:  # a stream: torch would name the archive after the temporary file
             torch.save(model.state_dict(), stream)
         path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
-    if job["kind"] == "supervised":
+    if job["kind"] in ("supervised", "self_supervised"):
         checkpoint.unlink(missing_ok=True)
     return str(path)
 

@@ -130,3 +130,33 @@ def test_training_is_reproducible_on_cpu_and_estimates_the_radius():
     assert runs[0][1]["radius_estimated"] and runs[0][1]["radius"] <= 1
     for first, second in zip(runs[0][0].parameters(), runs[1][0].parameters()):
         assert torch.equal(first, second)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The report's self-supervised baseline takes hours on a CPU: a killed run must resume, not start over, and end
+    where an uninterrupted run ends (patches, masks, optimiser and learning-rate schedule all restored)."""
+    import training.self_supervised as self_supervised
+
+    monkeypatch.setattr(self_supervised, "CHECKPOINT_EVERY", 2)
+    _, noisy = phantom(64, 2, sigma=1.0)
+    settings = {"iterations": 6, "batch_size": 2, "patch_size": 16, "radius": 1, "device": "cpu", "seed": 3}
+    whole, whole_info = train_blind_spot([noisy], **settings)
+
+    def stop_in_the_sixth(done: int, total: int) -> None:
+        if done == 5:
+            raise Stop
+
+    checkpoint = tmp_path / "checkpoints" / "job.pt"
+    with pytest.raises(Stop):
+        train_blind_spot([noisy], **settings, progress=stop_in_the_sixth, checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["iteration"] == 4
+
+    torch.manual_seed(123)  # the resumed run must restore the generators, not rely on the caller's
+    resumed, info = train_blind_spot([noisy], **settings, checkpoint=checkpoint)
+    assert info["final_loss_rmse_hu"] == pytest.approx(whole_info["final_loss_rmse_hu"])
+    for name, weight in whole.state_dict().items():
+        assert torch.equal(weight, resumed.state_dict()[name]), name
