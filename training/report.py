@@ -29,26 +29,31 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from LDCTDenoiseLib.adaptation import method_settings
+from LDCTDenoiseLib.adaptation import AdaptationConfig, method_settings
+from LDCTDenoiseLib.adaptation.settings import ADAPTATION_METHODS
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.baselines import make_baseline
-from LDCTDenoiseLib.inference import denoise_volume
+from LDCTDenoiseLib.inference import denoise_volume, select_device
 from LDCTDenoiseLib.metrics import noise_power_spectrum, nps_summary, per_slice_metrics
 
-from .report_domains import load_domains
-from .report_jobs import job_path, load_job_model, run_job, slug, source_job
+from . import product_runs
 from . import report_writer as labels
+from .product_runs import CONTROL as PRODUCT_CONTROL, product_job
+from .report_domains import load_domains
+from .report_jobs import (delivered_model, job_card, job_path, load_job_model, run_job, source_only, start_model,
+                          start_of)
 from .report_writer import write_report
-from .run_files import REPO_ROOT, data_root, git_commit
+from .run_files import REPO_ROOT, data_root, git_commit, slug
 
 DEFAULT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 NPS_SQUARE = 256  # the central square of each slice where the noise SD and NPS of (output - reference) are taken
-# The product's two methods, and the control: the alignment's settings without its critic (the anchor stays).
-# With real source pairs noise matching runs without the anchor, which is there for the phantom's simpler anatomy.
-ALIGNMENT_SETTINGS = method_settings("alignment")
+# The methods with real source pairs, as the paper runs its alignment: 200 steps on the whole target, no gate. The
+# control is the alignment's settings without its critic (the anchor stays). With real source pairs noise matching
+# runs without the anchor, which is there for the phantom's simpler anatomy. The product's own runs (every method of
+# ADAPTATION_METHODS as the front ends run it, gated) are training/product_runs.py's.
+ALIGNMENT_SETTINGS = dict(method_settings("alignment"), holdout_share=0.0)
 CONTROL_SETTINGS = dict(ALIGNMENT_SETTINGS, adversarial_weight=0.0)
-PRODUCT_NOISE_MATCHING_SETTINGS = method_settings("noise-matching")
-NOISE_MATCHING_SETTINGS = dict(PRODUCT_NOISE_MATCHING_SETTINGS, anchor_weight=0.0)
+NOISE_MATCHING_SETTINGS = dict(method_settings("noise-matching"), anchor_weight=0.0, holdout_share=0.0)
 
 
 def quick(config: dict) -> dict:
@@ -56,7 +61,7 @@ def quick(config: dict) -> dict:
     config = copy.deepcopy(config)
     config["supervised"]["iterations"] = config["self_supervised"]["iterations"] = 20
     config["supervised"]["fine_tune_iterations"] = 20
-    config["adaptation"]["steps"] = 4
+    config["adaptation"]["steps"] = config["product_steps"] = 4
     config["seeds"] = config["seeds"][:1]
     config["output_dir"] += "-quick"
     config["report_dir"] = config["output_dir"] + "/report"
@@ -66,12 +71,10 @@ def quick(config: dict) -> dict:
 def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str, list]]]]:
     """(first-wave jobs, adaptation jobs, each direction's table rows as (label, what to score))."""
     first, adaptations, rows = [], [], {}
+    product_steps = config.get("product_steps") or AdaptationConfig.steps
     for direction in config["directions"]:
         name = direction["name"]
-        if direction.get("source_model"):  # a shipped model trained on the source pairs stands for source-only
-            source = {"kind": "shipped", "model": direction["source_model"]}
-        else:
-            source = source_job(direction, config)
+        source = source_only(direction, config)
         upper = {"kind": "supervised", "series": direction["target"], "iterations": config["supervised"]["iterations"]}
         fine_tuned = None
         if direction.get("fine_tuned_from"):  # the source model fine-tuned on the target pairs: a second upper bound
@@ -84,30 +87,29 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
         with_self_supervised = not config.get("skip_self_supervised")
         first += [job for job in (source, upper, fine_tuned, self_supervised) if job is not None and job not in first
                   and (with_self_supervised or job is not self_supervised)]
-        start_shipped = source["kind"] == "shipped"
-        start = source["model"] if start_shipped else str(job_path(Path(), source))
+        start, start_shipped = start_of(source)
         seeds = direction.get("seeds", config["seeds"])
 
-        def runs(variant: str, overrides: dict, real_source: bool, seeds: list[int] = seeds) -> list[dict]:
+        def runs(variant: str, overrides: dict, seeds: list[int] = seeds) -> list[dict]:
             return [{"kind": "adapt", "direction": name, "variant": variant, "seed": seed, "start": start,
-                     "start_shipped": start_shipped, "source": direction["source"] if real_source else [],
-                     "target": direction["target"], "overrides": overrides, "steps": config["adaptation"]["steps"]}
-                    for seed in seeds]
+                     "start_shipped": start_shipped, "source": direction["source"], "target": direction["target"],
+                     "overrides": overrides, "steps": config["adaptation"]["steps"]} for seed in seeds]
+
+        def product(method: str) -> list[dict]:
+            return [product_job(direction, start, start_shipped, method, seed, product_steps) for seed in seeds]
 
         table = [("Low-dose input", "input"), *((method.upper(), method) for method in config["classical"])]
         if with_self_supervised:
             table.append((labels.SELF_SUPERVISED, [self_supervised]))
         table += [(labels.SOURCE_ONLY, [source]),
-                 (labels.CONTROL, runs("control", CONTROL_SETTINGS, True)),
-                 (labels.OURS, runs("ours", ALIGNMENT_SETTINGS, True)),
-                 (labels.NOISE_MATCHING, runs("noise-matching", NOISE_MATCHING_SETTINGS, True))]
-        if name in config.get("product_source", []):
-            table += [(labels.PRODUCT_CONTROL, runs("product-control", CONTROL_SETTINGS, False, seeds[:1])),
-                      (labels.PRODUCT, runs("product", ALIGNMENT_SETTINGS, False, seeds[:1])),
-                      (labels.PRODUCT_NOISE_MATCHING,
-                       runs("product-noise-matching", PRODUCT_NOISE_MATCHING_SETTINGS, False, seeds[:1]))]
+                  (labels.CONTROL, runs("control", CONTROL_SETTINGS)),
+                  (labels.OURS, runs("ours", ALIGNMENT_SETTINGS)),
+                  (labels.NOISE_MATCHING, runs("noise-matching", NOISE_MATCHING_SETTINGS)),
+                  (labels.PRODUCT_CONTROL, product(PRODUCT_CONTROL)),
+                  *((labels.PRODUCT_METHODS[method], product(method))
+                    for method in config.get("product_methods") or ADAPTATION_METHODS)]
         if name in config.get("ablation", {}).get("directions", []):
-            table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], True, seeds[:1]))
+            table += [(f"ablation: {run['label']}", runs(slug(run["label"]), run["overrides"], seeds[:1]))
                       for run in config["ablation"]["runs"]]
         table.append((labels.UPPER, [upper]))
         if fine_tuned:
@@ -117,7 +119,8 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
             first += [general] if general not in first else []
             table.append((labels.GENERAL, [general]))
         rows[name] = table
-        adaptations += [job for _, what in table if isinstance(what, list) for job in what if job["kind"] == "adapt"]
+        adaptations += [job for _, what in table if isinstance(what, list) for job in what
+                        if job["kind"] in ("adapt", "product")]
     return first, adaptations, rows
 
 
@@ -163,6 +166,20 @@ def score(output: np.ndarray, reference: np.ndarray, pixel_mm: float) -> dict:
     return {"slices": rows, "nps": {"frequency": freqs.tolist(), "power": nps.tolist(), **nps_summary(freqs, nps)}}
 
 
+def product_estimate(run_dir: Path, job: dict, direction: dict, low: np.ndarray, reference: np.ndarray,
+                     pixel_mm: float, device: str) -> dict:
+    """A product run's label-free estimates beside the truth on the scored series (``product_runs.compare``), with
+    what the gate saw on the target's held-out slices and what it kept."""
+    card = job_card(run_dir, job)
+    real = direction["evaluate"][0].split("/")[0] in product_runs.REAL_DOMAINS
+    row = product_runs.scored(job_path(run_dir, job), job, start_model(run_dir, job), load_job_model(run_dir, job),
+                              low, reference, pixel_mm, real, select_device(device))
+    held_out = card["validation"].get("estimated_gain", {})
+    return dict(row, kept=product_runs.kept(card), held_out_estimate_db=held_out.get("gain_db"),
+                held_out_interval_db=held_out.get("interval_db"), steps_per_s=card["training"]["steps_per_s"],
+                wall_time_s=card["training"]["wall_time_s"])
+
+
 def evaluate(config: dict, rows: dict, run_dir: Path, device: str) -> dict:
     """Score every row of every direction on the direction's held-out series (per slice; seeds kept apart)."""
     domains = load_domains(run_dir, data_root(config), config["normal_dose_every"])
@@ -180,10 +197,13 @@ def evaluate(config: dict, rows: dict, run_dir: Path, device: str) -> dict:
             elif isinstance(what, str):
                 outputs = [np.concatenate([classical_output(what, item.key, item.low_dose, run_dir)
                                            for item in series])]
-            else:
-                outputs = [denoise_volume(load_job_model(run_dir, job), low, device=device) for job in what]
+            else:  # a product run scores what the product hands the user: the start when the gate kept it
+                outputs = [denoise_volume(delivered_model(run_dir, job), low, device=device) for job in what]
             scored = [score(output, reference, pixel_mm) for output in outputs]
             results[name]["rows"][label] = {"runs": scored, "jobs": what, "example": outputs[0][0]}
+            if isinstance(what, list) and what[0]["kind"] == "product":
+                results[name]["rows"][label]["estimates"] = [
+                    product_estimate(run_dir, job, direction, low, reference, pixel_mm, device) for job in what]
         results[name]["example_reference"] = reference[0]
         results[name]["example_input"] = low[0]
     return results

@@ -7,7 +7,6 @@ writes its weights and a description atomically.
 
 import hashlib
 import json
-import re
 import time
 import warnings
 from pathlib import Path
@@ -22,15 +21,12 @@ from LDCTDenoiseLib.cpce import CPCE2D
 from LDCTDenoiseLib.inference import select_device
 from LDCTDenoiseLib.model_registry import ModelRegistry
 
+from . import product_runs
 from .report_domains import Series, load_domains
 from .self_supervised import train_blind_spot
-from .run_files import CHECKPOINT_EVERY, data_root, save_checkpoint
+from .run_files import CHECKPOINT_EVERY, data_root, save_checkpoint, slug
 from .train_supervised import supervised_step
 
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
 def job_path(run_dir: Path, job: dict) -> Path:
@@ -38,6 +34,8 @@ def job_path(run_dir: Path, job: dict) -> Path:
     run's name ends in a hash of its settings, so changing a method's settings cannot reuse a stale model."""
     if job["kind"] == "shipped":
         return run_dir / "models" / f"shipped__{job['model']}.pt"
+    if job["kind"] == "product":
+        return run_dir / "models" / f"product__{product_runs.run_name(job)}.pt"
     if job["kind"] in ("supervised", "self_supervised"):
         what = "+".join(slug(key) for key in job["series"])
         what += f"__from-{job['init']}-lr{job['learning_rate']:g}" if job.get("init") else ""
@@ -53,6 +51,22 @@ def job_path(run_dir: Path, job: dict) -> Path:
 def source_job(direction: dict, config: dict) -> dict:
     """The job that trains a report direction's source-only CPCE from scratch on its source pairs."""
     return {"kind": "supervised", "series": direction["source"], "iterations": config["supervised"]["iterations"]}
+
+
+def source_only(direction: dict, config: dict) -> dict:
+    """A direction's source-only model: the shipped model its ``source_model`` names (trained on exactly its source
+    pairs), else :func:`source_job`."""
+    if direction.get("source_model"):
+        return {"kind": "shipped", "model": direction["source_model"]}
+    return source_job(direction, config)
+
+
+def start_of(source: dict) -> tuple[str, bool]:
+    """How an adaptation job names the model it starts from: (the shipped model's name, True), or (its path relative
+    to the run folder, False)."""
+    if source["kind"] == "shipped":
+        return source["model"], True
+    return str(job_path(Path(), source)), False
 
 
 def _stack(series: list[Series], labelled: bool) -> list[tuple[np.ndarray, ...]]:
@@ -133,8 +147,11 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
         model, info = train_blind_spot([domains[key].low_dose for key in job["series"]], job["iterations"],
                                        device=str(device), radius=job["radius"],
                                        seed=config["supervised"]["seed"], checkpoint=checkpoint)
+    elif job["kind"] == "product":
+        model, info = product_runs.train(job, start_model(run_dir, job), [domains[key] for key in job["target"]],
+                                         str(device))
     else:
-        start = shipped_model(job["start"]) if job["start_shipped"] else _load_model(run_dir / job["start"])
+        start = start_model(run_dir, job)
         source = None
         if job["source"]:
             pairs = [domains[key] for key in job["source"]]
@@ -159,5 +176,23 @@ def run_job(job: dict, config: dict, run_dir: Path, device_name: str, threads: i
     return str(path)
 
 
+def start_model(run_dir: Path, job: dict) -> CPCE2D:
+    """The model an adaptation job starts from."""
+    return shipped_model(job["start"]) if job["start_shipped"] else _load_model(run_dir / job["start"])
+
+
 def load_job_model(run_dir: Path, job: dict) -> CPCE2D:
     return shipped_model(job["model"]) if job["kind"] == "shipped" else _load_model(job_path(run_dir, job))
+
+
+def job_card(run_dir: Path, job: dict) -> dict:
+    """An adaptation job's model card, as the engine wrote it."""
+    return json.loads(job_path(run_dir, job).with_suffix(".json").read_text(encoding="utf-8"))["card"]
+
+
+def delivered_model(run_dir: Path, job: dict) -> CPCE2D:
+    """What the product hands the user after a product run: the adapted model when the gain gate kept it, else the
+    model it started from."""
+    if job["kind"] == "product" and product_runs.kept(job_card(run_dir, job)) == "start":
+        return start_model(run_dir, job)
+    return load_job_model(run_dir, job)

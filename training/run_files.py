@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,11 @@ DATA_ROOT_VARIABLE = "LDCTDENOISE_DATA"
 DEFAULT_DATA_ROOT = "../shared/data"  # relative to the repository
 # iterations between the checkpoints of the report's long jobs (about 4 minutes of a supervised CPCE on one CPU core)
 CHECKPOINT_EVERY = 250
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label: lower case, runs of other characters as one hyphen."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
 def data_root(config: Optional[dict] = None) -> Path:

@@ -4,12 +4,12 @@ product runs them.
 For every direction of the evaluation report (``training/configs/report.yaml``), from its source-only model (the
 shipped model named by ``source_model``, else the report's own supervised source model once ``python -m
 training.report`` or ``--train-sources`` has trained it into ``runs/report/models``; a direction without one is
-skipped and named), each
-product method (``ADAPTATION_METHODS``: no Mayo pairs at run time, noise matching uses the phantom's, 15 % of the
-target slices held out and the gain gate applied) adapts that model to the direction's unlabeled target series, for
-every seed and the product's default number of steps; the *control* is the same run without any target information
-(the phantom pairs and the anchor alone, the extra training the adaptation is measured against). Then, on the
-direction's scored (held-out) patient, whose reference the product never sees:
+skipped and named), each product method (``training/product_runs.py``: no Mayo pairs at run time, noise matching
+and the alignment use the phantom's, 15 % of the target slices held out and the gain gate applied) adapts that model
+to the direction's unlabeled target series, for every seed and the product's default number of steps; the *control*
+is the same run without any target information (the phantom pairs and the anchor alone, the extra training the
+adaptation is measured against). Then, on the direction's scored (held-out) patient, whose reference the product
+never sees:
 
 - **estimated gain**: SURE of the adapted and the starting model on the scored series (``adaptation/gain.py``),
   the product's estimator on the very slices the truth is measured on; and the product's own estimate on the
@@ -25,141 +25,38 @@ direction's scored (held-out) patient, whose reference the product never sees:
 
 The same columns compare the two shipped models on every scored series ("which model suits these scans?").
 
-Run: ``python -m training.validate_gain`` (a few minutes per adaptation on 2 CPU cores; models cached in
-``runs/validate-gain/``). Writes ``docs/evaluation/gain-estimate.md`` and ``.json``.
+Run: ``python -m training.validate_gain`` (about 5 minutes per adaptation on one CPU core). The runs are the
+report's ``product`` jobs, cached with their scores in ``runs/report/models`` and shared with ``python -m
+training.report``. Writes ``docs/evaluation/gain-estimate.md`` and ``.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 import yaml
 
-from LDCTDenoiseLib.adaptation import AdaptationConfig, adapt, method_settings
-from LDCTDenoiseLib.adaptation.settings import ADAPTATION_METHODS, DEFAULT_METHOD, HOLDOUT_SHARE
-from LDCTDenoiseLib.adaptation.gain import estimate_gain, scored_mask
-from LDCTDenoiseLib.adaptation.target_noise import TargetNoise
+from LDCTDenoiseLib.adaptation import AdaptationConfig, method_settings
+from LDCTDenoiseLib.adaptation.settings import ADAPTATION_METHODS
 from LDCTDenoiseLib.atomic import atomic_file
-from LDCTDenoiseLib.cpce import CPCE2D
-from LDCTDenoiseLib.inference import denoise_volume, select_device
-from LDCTDenoiseLib.metrics import per_slice_metrics
+from LDCTDenoiseLib.inference import select_device
 from LDCTDenoiseLib.model_choice import choose_model
 from LDCTDenoiseLib.model_registry import SHIPPED_MODELS_DIR, ModelRegistry
 
+from .product_runs import (CLEAR_GAIN_DB, CONTROL, REAL_DOMAINS, compare, delivered, gate_verdict, kept,
+                           product_job, scored, verdict)
 from .report_domains import load_domains
-from .report_jobs import job_path, load_job_model, run_job, slug, source_job
-from .run_files import REPO_ROOT, data_root, git_commit
+from .report_jobs import job_card, job_path, load_job_model, run_job, source_only, start_model, start_of
+from .run_files import REPO_ROOT, git_commit, data_root
 
 REPORT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 SHIPPED = ("cpce2d-mayo-d45", "cpce2d-mayo-general")
-REAL_DOMAINS = ("d45", "b30")
-REFERENCE_NOISE_SHARE = 0.25  # Mayo's full dose holds a quarter of the quarter dose's noise variance
-CONTROL = "control"
-NO_HARM_DB = 0.1  # the report's bar on a small shift: the product's result >= the control's - 0.1 dB
-LARGE_SHIFT_DB = 2.5  # the bar on the 5 % dose shift: the product's result over source-only
-CLEAR_GAIN_DB = 0.2  # a gain or loss smaller than this may go either way
-
-
-def _db(start: float, other: float) -> float:
-    return float(10.0 * np.log10(max(start, 1e-9) / max(other, 1e-9)))
-
-
-def compare(start: torch.nn.Module, other: torch.nn.Module, low: np.ndarray, reference: np.ndarray,
-            pixel_mm: float, real: bool, device: torch.device, seed: int) -> dict:
-    """Estimated and true gain of ``other`` over ``start`` on one scored series."""
-    noise = TargetNoise.of(low, pixel_mm)
-    estimate = estimate_gain(start, other, [low], [noise], [pixel_mm], device, seed=seed)
-    terms = estimate.details["terms_hu2"]
-    masks = np.stack([scored_mask(image, pixel_mm) for image in low]) & (low >= -1024.0)
-    outputs = [denoise_volume(model, low, device=device) for model in (start, other)]
-    true_mse = [float(np.mean(((output - reference) ** 2)[masks])) for output in outputs]
-    row = {"estimated_gain_db": round(estimate.gain_db, 3),
-           "interval_db": [round(value, 3) for value in estimate.interval_db],
-           "difference_interval_hu2": [round(value, 1) for value in estimate.difference_interval_hu2],
-           "sure_prefers_other": estimate.keep_adapted,
-           "noise_sd_hu": round(noise.estimate.sd_hu, 2),
-           "sure_mse_hu2": [round(estimate.mse_start, 1), round(estimate.mse_adapted, 1)],
-           "true_mse_hu2": [round(value, 1) for value in true_mse],
-           "true_gain_db": round(_db(*true_mse), 3),
-           "window_psnr_gain_db": window_psnr_gain(*outputs, reference)}
-    if real:  # the estimator's prediction of the error against the (noisy) full dose
-        share = REFERENCE_NOISE_SHARE
-        predicted = [residual - (1.0 - share) * terms["variance"] + 2.0 * (1.0 - share) * divergence
-                     for residual, divergence in zip(terms["residual"], terms["divergence"])]
-        row["predicted_mse_vs_reference_hu2"] = [round(value, 1) for value in predicted]
-        row["predicted_gain_vs_reference_db"] = round(_db(*predicted), 3)
-    else:
-        row["predicted_gain_vs_reference_db"] = row["estimated_gain_db"]
-    return row
-
-
-def source_only(direction: dict, config: dict, report_dir: Path) -> Optional[tuple[str, Callable[[], CPCE2D]]]:
-    """The direction's source-only model as (name, loader): the shipped one it names, else the report's supervised
-    source model when the report has trained it; None when neither exists here."""
-    if direction.get("source_model"):
-        name = direction["source_model"]
-        return name, lambda: ModelRegistry().load(name)[0]
-    job = source_job(direction, config)
-    if not job_path(report_dir, job).is_file():
-        return None
-    return job_path(report_dir, job).stem, lambda: load_job_model(report_dir, job)
-
-
-def run_settings(method: str, alpha: float) -> dict:
-    """The product's settings of ``method`` with the gain gate's held-out slices; ``CONTROL`` is the default method
-    without the target's noise (the phantom pairs and the anchor alone: the same extra training, no target signal)."""
-    if method == CONTROL:
-        return dict(method_settings(DEFAULT_METHOD), match_target_noise=False, holdout_share=0.0)
-    settings = dict(method_settings(method), holdout_share=HOLDOUT_SHARE)
-    if method == "recorruption":
-        settings["recorruption_alpha"] = alpha
-    return settings
-
-
-def adapted_model(run_dir: Path, direction: dict, start: tuple[str, Callable[[], CPCE2D]], domains: dict,
-                  steps: int, method: str, alpha: float, seed: int, device: str) -> tuple[torch.nn.Module, dict]:
-    """The product's adaptation by ``method`` from the source-only ``start`` on the direction's targets (no Mayo
-    pairs: noise matching uses the phantom's), with the gain gate's held-out slices; cached under a name that ends
-    in a hash of its settings (delete ``runs/validate-gain/models`` after changing how a method works)."""
-    start_name, load_start = start
-    settings = run_settings(method, alpha)
-    digest = hashlib.sha256(json.dumps([start_name, direction["target"], settings], sort_keys=True).encode())
-    name = f"{slug(direction['name'])}__{method}__{steps}steps__seed{seed}__{digest.hexdigest()[:8]}"
-    path = run_dir / "models" / f"{name}.pt"
-    card_path = path.with_suffix(".json")
-    model = load_start()
-    if path.is_file() and card_path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model, json.loads(card_path.read_text(encoding="utf-8"))
-    targets = [domains[key] for key in direction["target"]]
-    config = AdaptationConfig(name=name, base_model=start_name, steps=steps, seed=seed, device=device, **settings)
-    result = adapt(model, [item.low_dose for item in targets], config,
-                   target_pixel_mm=[item.pixel_mm for item in targets])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as temporary, open(temporary, "wb") as stream:
-        torch.save(result.model.state_dict(), stream)
-    card_keys = ("wall_time_s", "steps_per_s", "device", "recorruption", "target_noise_matching", "held_out", "method")
-    card = {"name": name, "training": {key: result.card["training"][key] for key in card_keys},
-            "validation": result.card["validation"]}
-    with atomic_file(card_path) as temporary:
-        Path(temporary).write_text(json.dumps(card, indent=2), encoding="utf-8")
-    return result.model, card
-
-
-def window_psnr_gain(start_output: np.ndarray, other_output: np.ndarray, reference: np.ndarray) -> float:
-    """The report's window PSNR of one model's output minus that of the other (mean over slices)."""
-    psnr = [np.mean([row["psnr_display"] for row in per_slice_metrics(output, reference)])
-            for output in (start_output, other_output)]
-    return round(float(psnr[1] - psnr[0]), 3)
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -170,29 +67,6 @@ def _fmt(value, digits: int = 2) -> str:
 
 def _interval(values) -> str:
     return "–" if not values else f"[{_fmt(values[0])}, {_fmt(values[1])}]"
-
-
-def delivered(row: dict) -> float:
-    """What the product hands the user, in window PSNR over the start: the adapted model's gain when the gate kept
-    it, else 0 (the starting model); the control has no gate."""
-    return row["window_psnr_gain_db"] if row["kept"] == "adapted" else 0.0
-
-
-def gate_verdict(row: dict) -> str:
-    """Whether the gain gate decided right, judged by the window PSNR the adapted model really gained."""
-    gain = row["window_psnr_gain_db"]
-    if abs(gain) < CLEAR_GAIN_DB:
-        return "either"
-    return "right" if (row["kept"] == "adapted") == (gain > 0) else "**wrong**"
-
-
-def verdict(direction: str, product_db: float, control_db: Optional[float]) -> str:
-    """The issue's bars: +2.5 dB over source-only on the 5 % dose shift, no harm (>= control - 0.1 dB) elsewhere."""
-    if "5 % dose" in direction:
-        return f"{'meets' if product_db >= LARGE_SHIFT_DB else 'misses'} the bar (≥ +{LARGE_SHIFT_DB} dB)"
-    if control_db is None:
-        return "no control run"
-    return f"{'no harm' if product_db >= control_db - NO_HARM_DB else 'harm'} (bar: ≥ control − {NO_HARM_DB} dB)"
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
@@ -223,7 +97,7 @@ def write_markdown(results: dict, path: Path) -> None:
     lines = ["# The product's adaptation and the label-free gain estimate, against the references", "",
              f"Made by `{results['command'].strip()}` at commit `{results['git_commit']}` in {results['seconds']} s "
              f"on {results['device']} (training/validate_gain.py; the adaptations' own training took "
-             f"{results.get('training_seconds', 0):.0f} s in all, cached in runs/validate-gain). Gains in dB of the "
+             f"{results.get('training_seconds', 0):.0f} s in all, cached in runs/report/models). Gains in dB of the "
              "MSE in the tissue of the display window (W/L 400/40) unless named otherwise; *window PSNR* is the "
              "report's per-slice PSNR. "
              "Positive: the adapted (or the other) model is better.", ""]
@@ -279,8 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=AdaptationConfig.steps, help="adaptation steps (default: the "
                                                                                   "product's, %(default)s)")
-    parser.add_argument("--alpha", type=float, nargs="+", default=[method_settings("recorruption").get(
-        "recorruption_alpha", AdaptationConfig.recorruption_alpha)])
+    parser.add_argument("--alpha", type=float, nargs="+", default=[method_settings("recorruption")[
+        "recorruption_alpha"]], help="recorruption's alpha (default: the product's, %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=[*ADAPTATION_METHODS, CONTROL],
                         choices=[*ADAPTATION_METHODS, CONTROL],
@@ -299,7 +173,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with open(REPORT_CONFIG, encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
-    run_dir = REPO_ROOT / "runs" / "validate-gain"
     report_dir = REPO_ROOT / config["output_dir"]
     directions = config["directions"]
     if args.directions:
@@ -315,39 +188,34 @@ def main(argv: list[str] | None = None) -> None:
                "adaptations": [], "model_choice": [], "skipped": [], "training_seconds": 0.0}
     tic = time.perf_counter()
     for direction in directions:
-        if args.train_sources and not direction.get("source_model"):
-            run_job(source_job(direction, config), config, report_dir, args.device, torch.get_num_threads())
-        start = source_only(direction, config, report_dir)
-        if start is None:
+        source = source_only(direction, config)
+        if args.train_sources and source["kind"] != "shipped":
+            run_job(source, config, report_dir, args.device, torch.get_num_threads())
+        if source["kind"] != "shipped" and not job_path(report_dir, source).is_file():
             results["skipped"].append(f"{direction['name']}: no source-only model (--train-sources trains it)")
             print(f"Skipped {results['skipped'][-1]}", flush=True)
             continue
-        scored = [domains[key] for key in direction["evaluate"]]
-        low = np.concatenate([item.low_dose for item in scored])
-        reference = np.concatenate([item.reference for item in scored])
+        start, start_shipped = start_of(source)
+        scored_series = [domains[key] for key in direction["evaluate"]]
+        low = np.concatenate([item.low_dose for item in scored_series])
+        reference = np.concatenate([item.reference for item in scored_series])
         real = direction["evaluate"][0].split("/")[0] in REAL_DOMAINS
         runs = [(method, alpha) for method in args.methods
-                for alpha in (args.alpha if method == "recorruption" else [0.0])]
+                for alpha in (args.alpha if method == "recorruption" else [None])]
         for method, alpha in [] if args.choice_only else runs:
             for seed in args.seeds:
-                model, card = adapted_model(run_dir, direction, start, domains, args.steps, method, alpha,
-                                            seed, args.device)
-                scores = Path(str(run_dir / "models" / card["name"]) + ".scored.json")
-                if scores.is_file():  # the scoring is seeded: a cached model's row is read back
-                    row = json.loads(scores.read_text(encoding="utf-8"))
-                elif method == CONTROL:  # no gate and no estimate: the report's window PSNR only
-                    row = {"window_psnr_gain_db": window_psnr_gain(
-                        *(denoise_volume(network, low, device=device) for network in (start[1](), model)), reference)}
-                else:
-                    row = compare(start[1](), model, low, reference, scored[0].pixel_mm, real, device, seed)
-                with atomic_file(scores) as temporary:
-                    Path(temporary).write_text(json.dumps(row), encoding="utf-8")
+                job = product_job(direction, start, start_shipped, method, seed, args.steps, alpha)
+                run_job(job, config, report_dir, args.device, torch.get_num_threads())
+                card = job_card(report_dir, job)
+                row = scored(job_path(report_dir, job), job, start_model(report_dir, job),
+                             load_job_model(report_dir, job), low, reference, scored_series[0].pixel_mm, real,
+                             device)
                 held_out = card["validation"].get("estimated_gain", {})
-                row.update({"direction": direction["name"], "start": start[0], "method": method, "alpha": alpha,
-                            "seed": seed, "steps": args.steps,
+                row.update({"direction": direction["name"], "start": start, "method": method,
+                            "alpha": job["settings"].get("recorruption_alpha"), "seed": seed, "steps": args.steps,
                             "held_out_estimate_db": held_out.get("gain_db"),
                             "held_out_interval_db": held_out.get("interval_db"),
-                            "kept": held_out.get("kept", "adapted"), "steps_per_s": card["training"]["steps_per_s"]})
+                            "kept": kept(card), "steps_per_s": card["training"]["steps_per_s"]})
                 results["adaptations"].append(row)
                 results["training_seconds"] += card["training"]["wall_time_s"]
                 print(json.dumps(row), flush=True)

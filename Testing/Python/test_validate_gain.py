@@ -1,5 +1,7 @@
-"""training/validate_gain.py's judgement of the product: what the control is, what the product delivers after its
-gain gate, and the bars each direction is held to. The runs themselves are hours of CPU (docs/evaluation)."""
+"""The judgement of the product's own runs (training/product_runs.py, summarised by training/validate_gain.py and
+the report): what the control is, what the product delivers after its gain gate, the bars each direction is held
+to, and the cache names that keep a changed setting from reusing a stale run. The runs themselves are hours of CPU
+(docs/evaluation)."""
 
 import sys
 from pathlib import Path
@@ -9,7 +11,8 @@ sys.path.insert(0, str(REPO_ROOT))  # the research code in training/ is not an i
 
 from LDCTDenoiseLib.adaptation import AdaptationConfig, method_settings  # noqa: E402
 from LDCTDenoiseLib.adaptation.settings import DEFAULT_METHOD  # noqa: E402
-from training import validate_gain  # noqa: E402
+from training import product_runs, validate_gain  # noqa: E402
+from training.report_jobs import job_path  # noqa: E402
 
 
 def row(direction: str, method: str, gain: float, kept: str) -> dict:
@@ -17,34 +20,51 @@ def row(direction: str, method: str, gain: float, kept: str) -> dict:
 
 
 def test_the_control_is_the_default_method_without_the_targets_noise_and_without_a_gate():
-    control = AdaptationConfig(**validate_gain.run_settings(validate_gain.CONTROL, 0.0))
-    default = AdaptationConfig(**validate_gain.run_settings(DEFAULT_METHOD, 0.0))
+    control = AdaptationConfig(**product_runs.run_settings(product_runs.CONTROL))
+    default = AdaptationConfig(**product_runs.run_settings(DEFAULT_METHOD))
     assert default.match_target_noise and not control.match_target_noise
     assert control.holdout_share == 0.0 and default.holdout_share > 0.0
     # everything else is the product's: the same source pairs, anchor, rate and length
     same = {key: value for key, value in vars(default).items() if key not in ("match_target_noise", "holdout_share")}
     assert same == {key: value for key, value in vars(control).items() if key in same}
-    assert validate_gain.run_settings("recorruption", 1.5)["recorruption_alpha"] == 1.5
-    assert validate_gain.run_settings("recorruption", 1.5)["learning_rate"] == method_settings("recorruption")[
+    assert product_runs.run_settings("recorruption", 1.5)["recorruption_alpha"] == 1.5
+    assert product_runs.run_settings("recorruption", 1.5)["learning_rate"] == method_settings("recorruption")[
         "learning_rate"]
 
 
 def test_the_product_delivers_the_start_when_the_gate_kept_it_and_is_judged_by_its_bar():
     small, large = "D45→B30", "D45→VL (large shift: 5 % dose)"
     rows = [row(small, "noise-matching", -0.6, "start"), row(small, "noise-matching", -0.5, "adapted"),
-            row(small, validate_gain.CONTROL, -0.3, "adapted"), row(small, validate_gain.CONTROL, -0.5, "adapted"),
+            row(small, product_runs.CONTROL, -0.3, "adapted"), row(small, product_runs.CONTROL, -0.5, "adapted"),
             row(large, "noise-matching", 2.6, "adapted"), row(large, "noise-matching", 2.3, "adapted")]
     lines = validate_gain.summary_lines(rows)
     small_line, large_line = lines[2:]
     # the gate let one of two runs through: the product delivers (0 - 0.5) / 2, against the control's -0.4
     assert "| 1/2 | -0.25 | -0.40 | +0.15 | no harm" in small_line
     assert "| 2/2 | +2.45 | – | – | misses the bar (≥ +2.5 dB)" in large_line
-    assert validate_gain.verdict(small, -0.55, -0.4).startswith("harm")
-    assert validate_gain.verdict(large, 2.5, None).startswith("meets")
+    assert product_runs.verdict(small, -0.55, -0.4).startswith("harm")
+    assert product_runs.verdict(large, 2.5, None).startswith("meets")
 
 
 def test_the_gate_is_wrong_only_where_the_gain_was_clear():
-    assert validate_gain.gate_verdict(row("x", "m", 0.5, "start")) == "**wrong**"
-    assert validate_gain.gate_verdict(row("x", "m", -0.5, "adapted")) == "**wrong**"
-    assert validate_gain.gate_verdict(row("x", "m", -0.5, "start")) == "right"
-    assert validate_gain.gate_verdict(row("x", "m", 0.1, "start")) == "either"
+    assert product_runs.gate_verdict(row("x", "m", 0.5, "start")) == "**wrong**"
+    assert product_runs.gate_verdict(row("x", "m", -0.5, "adapted")) == "**wrong**"
+    assert product_runs.gate_verdict(row("x", "m", -0.5, "start")) == "right"
+    assert product_runs.gate_verdict(row("x", "m", 0.1, "start")) == "either"
+
+
+def test_a_product_run_is_named_by_its_start_targets_and_settings():
+    direction = {"name": "D45→B30", "target": ["b30/L143"]}
+    job = product_runs.product_job(direction, "cpce2d-mayo-d45", True, "recorruption", 0, 300)
+    assert job["settings"]["recorruption_alpha"] == method_settings("recorruption")["recorruption_alpha"]
+    path = job_path(Path("runs"), job)
+    assert path.parent == Path("runs/models")
+    assert path.name.startswith("product__d45-b30__recorruption__300steps__seed0__")
+    assert job_path(Path("runs"), product_runs.product_job(direction, "cpce2d-mayo-d45", True, "recorruption", 0,
+                                                           300)) == path
+    others = [product_runs.product_job(direction, "cpce2d-mayo-d45", True, "recorruption", 0, 300, alpha=1.0),
+              product_runs.product_job(direction, "cpce2d-mayo-general", True, "recorruption", 0, 300),
+              product_runs.product_job(dict(direction, target=["b30/L192"]), "cpce2d-mayo-d45", True, "recorruption",
+                                       0, 300),
+              product_runs.product_job(direction, "cpce2d-mayo-d45", True, "recorruption", 1, 300)]
+    assert len({job_path(Path("runs"), other) for other in others} | {path}) == 5
