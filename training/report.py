@@ -5,10 +5,11 @@
     python -m training.report --quick              # tiny budgets into runs/report-quick/, to check the pipeline
 
 Stages: (1) the domains (Mayo arrays, simulated S, LS and VL; training/report_domains.py), (2) supervised
-source-only and upper-bound CPCEs and the self-supervised baseline, (3) the adaptation runs (the alignment, the
-extra-source-training control, target-noise matching, the product's phantom source, the mask ablation; every seed),
-(4) NLM and BM3D, (5) scoring on each
-direction's held-out patient and writing ``report.md``, ``results.json`` and the figures. Every job's output is
+source-only and upper-bound CPCEs and the self-supervised baseline, (3) the adaptation runs (with real source pairs:
+the alignment, the extra-source-training control, target-noise matching, the mask ablation; and the product's own
+runs of ``product_runs.py``, gated, with their control; every seed), (4) NLM and BM3D, (5) scoring on each
+direction's held-out patient (the product's rows: what it hands the user, and its gain estimate beside the truth)
+and writing ``report.md``, ``results.json`` and the figures. Every job's output is
 cached under ``runs/report/`` and named by its content, so the command resumes after an interruption, a second
 run only re-scores, and models trained elsewhere can be copied in. On 2 CPU cores the full budget takes many hours;
 on one GPU with ``--jobs 8`` a few minutes.
