@@ -39,7 +39,6 @@ from LDCTDenoiseLib.metrics import noise_power_spectrum, nps_summary, per_slice_
 
 from . import product_runs
 from . import report_writer as labels
-from .product_runs import CONTROL as PRODUCT_CONTROL, product_job
 from .report_domains import load_domains
 from .report_jobs import (delivered_model, job_card, job_path, load_job_model, run_job, source_only, start_model,
                           start_of)
@@ -97,7 +96,8 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
                      "overrides": overrides, "steps": config["adaptation"]["steps"]} for seed in seeds]
 
         def product(method: str) -> list[dict]:
-            return [product_job(direction, start, start_shipped, method, seed, product_steps) for seed in seeds]
+            return [product_runs.product_job(direction, start, start_shipped, method, seed, product_steps)
+                    for seed in seeds]
 
         table = [("Low-dose input", "input"), *((method.upper(), method) for method in config["classical"])]
         if with_self_supervised:
@@ -106,7 +106,7 @@ def plan(config: dict) -> tuple[list[dict], list[dict], dict[str, list[tuple[str
                   (labels.CONTROL, runs("control", CONTROL_SETTINGS)),
                   (labels.OURS, runs("ours", ALIGNMENT_SETTINGS)),
                   (labels.NOISE_MATCHING, runs("noise-matching", NOISE_MATCHING_SETTINGS)),
-                  (labels.PRODUCT_CONTROL, product(PRODUCT_CONTROL)),
+                  (labels.PRODUCT_CONTROL, product(product_runs.CONTROL)),
                   *((labels.PRODUCT_METHODS[method], product(method))
                     for method in config.get("product_methods") or ADAPTATION_METHODS)]
         if name in config.get("ablation", {}).get("directions", []):

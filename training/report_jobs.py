@@ -28,7 +28,6 @@ from .run_files import CHECKPOINT_EVERY, data_root, save_checkpoint, slug
 from .train_supervised import supervised_step
 
 
-
 def job_path(run_dir: Path, job: dict) -> Path:
     """Where a job's weights go: ``models/<kind>__<what>.pt`` (its description beside it as ``.json``). An adaptation
     run's name ends in a hash of its settings, so changing a method's settings cannot reuse a stale model."""
