@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from LDCTDenoiseLib.adaptation import AdaptationConfig
+from LDCTDenoiseLib.adaptation.settings import HOLDOUT_SHARE
 from LDCTDenoiseLib.metrics import DISPLAY_WINDOW, DISPLAY_WINDOW_LABEL, summarize
 
 from . import product_runs
@@ -100,13 +102,15 @@ def _product_rows(name: str, rows: dict, summaries: dict) -> list[dict]:
 
 
 def _product_lines(product: dict, config: dict) -> list[str]:
-    lines = ["", "## As the product runs it: no Mayo pairs, 15 % of the target held out, the gain gate", "",
-             f"Each of the engine's methods as the front ends run it ({config.get('product_steps') or 'the default'} "
-             "steps from the source-only model, the product's settings): noise matching and the alignment learn from "
-             "the phantom pairs the product simulates, recorruption from the target scans alone. 15 % of the target "
-             "slices are held out; when the label-free estimate on them shows no clear gain, the product keeps the "
-             "starting model, and Table 1 scores what it hands the user. The control is the default method's extra "
-             "training without the target's noise. Window PSNR over source-only, mean over the seeds. Bars: no harm "
+    held_out = f"{HOLDOUT_SHARE:.0%}".replace("%", " %")
+    steps = config.get("product_steps") or AdaptationConfig.steps
+    lines = ["", f"## As the product runs it: no Mayo pairs, {held_out} of the target held out, the gain gate", "",
+             f"Each of the engine's methods as the front ends run it ({steps} steps from the source-only model, the "
+             "product's settings): noise matching and the alignment learn from the phantom pairs the product "
+             f"simulates, recorruption from the target scans alone. {held_out} of the target slices are held out; "
+             "when the label-free estimate on them shows no clear gain, the product keeps the starting model, and "
+             "Table 1 scores what it hands the user. The control is the default method's extra training without the "
+             "target's noise. Window PSNR over source-only, mean over the seeds. Bars: no harm "
              f"(≥ control − {product_runs.NO_HARM_DB} dB) on the small shifts, ≥ +{product_runs.LARGE_SHIFT_DB} dB "
              "over source-only on the 5 % dose shift.", "",
              "| direction | method | adapted (before the gate) | gate kept the adapted | the product delivers | "
