@@ -49,11 +49,12 @@ from LDCTDenoiseLib.inference import select_device
 from LDCTDenoiseLib.model_choice import choose_model
 from LDCTDenoiseLib.model_registry import SHIPPED_MODELS_DIR, ModelRegistry
 
-from .product_runs import (CLEAR_GAIN_DB, CONTROL, REAL_DOMAINS, compare, delivered, gate_verdict, kept,
-                           product_job, scored, verdict)
+from .product_runs import (CLEAR_GAIN_DB, CONTROL, REAL_DOMAINS, compare, delivered, gate_verdict, product_job,
+                           verdict)
+from .report import product_estimate
 from .report_domains import load_domains
-from .report_jobs import job_card, job_path, load_job_model, run_job, source_only, start_model, start_of
-from .run_files import REPO_ROOT, git_commit, data_root
+from .report_jobs import job_path, run_job, source_only, start_of
+from .run_files import REPO_ROOT, data_root, git_commit
 
 REPORT_CONFIG = REPO_ROOT / "training" / "configs" / "report.yaml"
 SHIPPED = ("cpce2d-mayo-d45", "cpce2d-mayo-general")
@@ -199,25 +200,18 @@ def main(argv: list[str] | None = None) -> None:
         scored_series = [domains[key] for key in direction["evaluate"]]
         low = np.concatenate([item.low_dose for item in scored_series])
         reference = np.concatenate([item.reference for item in scored_series])
-        real = direction["evaluate"][0].split("/")[0] in REAL_DOMAINS
         runs = [(method, alpha) for method in args.methods
                 for alpha in (args.alpha if method == "recorruption" else [None])]
         for method, alpha in [] if args.choice_only else runs:
             for seed in args.seeds:
                 job = product_job(direction, start, start_shipped, method, seed, args.steps, alpha)
                 run_job(job, config, report_dir, args.device, torch.get_num_threads())
-                card = job_card(report_dir, job)
-                row = scored(job_path(report_dir, job), job, start_model(report_dir, job),
-                             load_job_model(report_dir, job), low, reference, scored_series[0].pixel_mm, real,
-                             device)
-                held_out = card["validation"].get("estimated_gain", {})
+                row = product_estimate(report_dir, job, direction, low, reference, scored_series[0].pixel_mm,
+                                       args.device)
                 row.update({"direction": direction["name"], "start": start, "method": method,
-                            "alpha": job["settings"].get("recorruption_alpha"), "seed": seed, "steps": args.steps,
-                            "held_out_estimate_db": held_out.get("gain_db"),
-                            "held_out_interval_db": held_out.get("interval_db"),
-                            "kept": kept(card), "steps_per_s": card["training"]["steps_per_s"]})
+                            "alpha": job["settings"].get("recorruption_alpha"), "seed": seed, "steps": args.steps})
                 results["adaptations"].append(row)
-                results["training_seconds"] += card["training"]["wall_time_s"]
+                results["training_seconds"] += row.pop("wall_time_s")
                 print(json.dumps(row), flush=True)
     # every scored series of the report (patients no shipped model trained on)
     for key in [] if args.no_model_choice else sorted({key for direction in config["directions"]
