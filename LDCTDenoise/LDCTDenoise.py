@@ -101,8 +101,7 @@ class AdaptMethod(enum.Enum):
     def label(self) -> str:
         return {AdaptMethod.NOISE_MATCHING: _("Match the target's noise (recommended)"),
                 AdaptMethod.ALIGNMENT: _("Semantic alignment (paper)"),
-                AdaptMethod.RECORRUPTION: _("Learn from the scans themselves (recorruption; keeps the starting model "
-                                            "unless it helps)")}[self]
+                AdaptMethod.RECORRUPTION: _("Learn from the scans themselves (recorruption)")}[self]
 
 
 class AdaptMask(enum.Enum):

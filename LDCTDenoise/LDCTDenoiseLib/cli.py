@@ -430,12 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="noise-matching: give the source pairs the extra noise measured in the target scans (for "
                             "a noisier scanner or a lower dose); alignment: the paper's adversarial alignment of "
                             "frequency-masked outputs; recorruption: learn from the target scans alone, re-noised "
-                            "with their own measured noise, and keep the starting model unless held-out slices show "
-                            "a clear gain (default %(default)s; the evaluation report compares them)")
+                            "with their own measured noise. Every method keeps the starting model unless held-out "
+                            "slices show a clear gain (default %(default)s; the evaluation report compares them)")
     adapt.add_argument("--adversarial-weight", type=float, help="weight of the alignment term (alignment: 0.0005, "
-                                                                "noise-matching: 0)")
-    adapt.add_argument("--anchor-weight", type=float, help="pull towards the starting model (0.1 with either "
-                                                           "method)")
+                                                                "the others: 0)")
+    adapt.add_argument("--anchor-weight", type=float, help="pull towards the starting model (noise-matching and "
+                                                           "alignment: 0.1, recorruption: 0)")
     adapt.add_argument("--mask", choices=("adaptive", "bernoulli", "fixed", "none"), default="adaptive",
                        help="frequency mask before the discriminator (default %(default)s)")
     adapt.add_argument("--vgg19-weights", type=Path, help="local ImageNet VGG-19 weights (torchvision layout) for "
@@ -446,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--alpha", type=float, help="recorruption: the share of a noise draw added to the input "
                                                    "(default: the method's, 0.5)")
     adapt.add_argument("--holdout-share", type=float, help="share of each target's slices held out of training to "
-                                                           "estimate the gain without a reference (recorruption: "
-                                                           "0.15; 0 turns the estimate off)")
+                                                           "estimate the gain without a reference (default 0.15; "
+                                                           "0 turns the estimate and the gate off)")
     adapt.add_argument("--save-anyway", action="store_true", help="save the profile even when the held-out slices "
                                                                   "show no clear gain over the starting model")
     adapt.add_argument("--seed", type=int, default=0)
