@@ -45,11 +45,16 @@ class ProgressBars:
         self.quiet = quiet
         self.bars: list[tqdm] = []
 
-    def __call__(self, stage: str):
-        bar = tqdm(desc=stage, unit="slice", disable=self.quiet, dynamic_ncols=True, leave=True, file=sys.stderr)
-        self.bars.append(bar)
+    def __call__(self, stage: str, unit: str = "slice"):
+        """A hook for one stage; its bar appears on the first report, so a stage skipped (a cache hit) shows none."""
+        bar: Optional[tqdm] = None
 
         def update(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(desc=stage, total=total, unit=unit, disable=self.quiet, dynamic_ncols=True, leave=True,
+                           file=sys.stderr)
+                self.bars.append(bar)
             bar.total = total
             bar.update(done - bar.n)
             if done >= total:
@@ -322,7 +327,7 @@ def command_adapt(args: argparse.Namespace, bars: ProgressBars) -> int:
                            noise_regions=config.match_target_noise)  # before the source pairs are simulated
     source = (phantom_source_bank(progress=bars("simulate source pairs (once, then cached)")) if config.uses_source
               else None)
-    result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt"),
+    result = adapt(model, [volume.hu for volume in volumes], config, source=source, progress=bars("adapt", unit="step"),
                    target_pixel_mm=[float(volume.spacing[1]) for volume in volumes])
     bars.close()
     gain = result.gain_sentence(args.base_model)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from dicom_factory import (assert_same_derived_series, phantom_hu, snapshot, write_ct_series,
                            write_enhanced_ct)
-from LDCTDenoiseLib.cli import main
+from LDCTDenoiseLib.cli import ProgressBars, main
 from LDCTDenoiseLib.dicom_reader import read_series
 from LDCTDenoiseLib.dicom_writer import write_derived_series
 from LDCTDenoiseLib.methods import ModelDenoiser
@@ -25,6 +25,18 @@ def series(tmp_path):
     folder = tmp_path / "input"
     write_ct_series(folder, phantom_hu(n_slices=5, size=40))
     return folder
+
+
+def test_a_stage_that_never_reports_shows_no_bar_and_each_bar_counts_its_own_unit(capsys):
+    """A cached source simulation used to leave an empty bar open for the whole run; adaptation counts steps."""
+    bars = ProgressBars(quiet=False)
+    bars("simulate source pairs (once, then cached)")  # a cache hit: the engine never calls the hook
+    adapt = bars("adapt", unit="step")
+    for step in range(1, 4):
+        adapt(step, 3)
+    bars.close()
+    err = capsys.readouterr().err
+    assert "simulate" not in err and "adapt" in err and "3/3" in err and "step/s" in err and "slice" not in err
 
 
 def test_denoise_writes_a_derived_series_with_the_input_geometry(profile, series, tmp_path, capsys):
