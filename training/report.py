@@ -177,7 +177,9 @@ def product_estimate(run_dir: Path, job: dict, direction: dict, low: np.ndarray,
                               low, reference, pixel_mm, real, select_device(device))
     held_out = card["validation"].get("estimated_gain", {})
     return dict(row, kept=product_runs.kept(card), held_out_estimate_db=held_out.get("gain_db"),
-                held_out_interval_db=held_out.get("interval_db"), steps_per_s=card["training"]["steps_per_s"],
+                held_out_interval_db=held_out.get("interval_db"),
+                held_out_difference_interval_hu2=held_out.get("difference_interval_hu2"),
+                steps_per_s=card["training"]["steps_per_s"],
                 wall_time_s=card["training"]["wall_time_s"])
 
 

@@ -43,6 +43,7 @@ import torch
 import yaml
 
 from LDCTDenoiseLib.adaptation import AdaptationConfig, method_settings
+from LDCTDenoiseLib.adaptation.gain import CONFIDENCE, NOISE_VARIANCE_BAND
 from LDCTDenoiseLib.adaptation.settings import ADAPTATION_METHODS
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.inference import select_device
@@ -67,7 +68,8 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def _interval(values) -> str:
-    return "–" if not values else f"[{_fmt(values[0])}, {_fmt(values[1])}]"
+    """An interval of the error difference (adapted minus start, HU²): what the gate acts on, negative for a gain."""
+    return "" if not values else f" [{_fmt(values[0], 1)}, {_fmt(values[1], 1)}]"
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
@@ -95,12 +97,12 @@ def summary_lines(rows: list[dict]) -> list[str]:
 def write_markdown(results: dict, path: Path) -> None:
     """The tables of ``results`` (see :func:`main`) as Markdown."""
     adaptations = [row for row in results["adaptations"] if row["method"] != CONTROL]
+    training = (f"; the adaptations' own training took {results.get('training_seconds', 0):.0f} s in all, cached in "
+                "runs/report/models") if results["adaptations"] else ""
     lines = ["# The product's adaptation and the label-free gain estimate, against the references", "",
              f"Made by `{results['command'].strip()}` at commit `{results['git_commit']}` in {results['seconds']} s "
-             f"on {results['device']} (training/validate_gain.py; the adaptations' own training took "
-             f"{results.get('training_seconds', 0):.0f} s in all, cached in runs/report/models). Gains in dB of the "
-             "MSE in the tissue of the display window (W/L 400/40) unless named otherwise; *window PSNR* is the "
-             "report's per-slice PSNR. "
+             f"on {results['device']} (training/validate_gain.py{training}). Gains in dB of the MSE in the tissue of "
+             "the display window (W/L 400/40) unless named otherwise; *window PSNR* is the report's per-slice PSNR. "
              "Positive: the adapted (or the other) model is better.", ""]
     if results["adaptations"]:
         lines += ["## What the product delivers, with each method's settings as it runs them", "",
@@ -114,31 +116,36 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += ["## Each run: the estimate beside the truth", "",
               f"*The gate* is right when it kept the adapted model and that did not lose window PSNR, or kept the "
               f"start where the adapted model gained less than {CLEAR_GAIN_DB} dB; with |gain| < {CLEAR_GAIN_DB} dB "
-              f"either decision is right.", "",
+              f"either decision is right. Brackets: the {CONFIDENCE * 100:.0f} % interval of the adapted model's "
+              f"error minus the start's in the window's tissue (HU², bootstrap over 32² blocks), over every noise "
+              f"level within ±{(np.sqrt(NOISE_VARIANCE_BAND[1]) - 1.0) * 100:.0f} % of the estimate; the gate keeps "
+              f"the adapted model only when all of it is below 0.", "",
               "| direction | method | seed | true gain vs reference | window PSNR gain | SURE on the scored series "
-              "[95 %, noise band] | SURE's prediction vs the reference | product's estimate on the target's "
-              "held-out slices | kept | the product's result vs the start (window PSNR) | the gate |",
+              "[adapted − start, HU²] | SURE's prediction vs the reference | product's estimate on the target's "
+              "held-out slices [adapted − start, HU²] | kept | the product's result vs the start (window PSNR) | "
+              "the gate |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in adaptations:
         method = row["method"] + (f" (alpha {row['alpha']:g})" if row["method"] == "recorruption" else "")
         lines.append(f"| {row['direction']} | {method} | {row['seed']} | {_fmt(row['true_gain_db'])} | "
-                     f"{_fmt(row['window_psnr_gain_db'])} | {_fmt(row['estimated_gain_db'])} "
-                     f"{_interval(row['interval_db'])} | {_fmt(row['predicted_gain_vs_reference_db'])} | "
-                     f"{_fmt(row['held_out_estimate_db'])} {_interval(row['held_out_interval_db'])} | {row['kept']} | "
+                     f"{_fmt(row['window_psnr_gain_db'])} | {_fmt(row['estimated_gain_db'])}"
+                     f"{_interval(row['difference_interval_hu2'])} | {_fmt(row['predicted_gain_vs_reference_db'])} | "
+                     f"{_fmt(row['held_out_estimate_db'])}{_interval(row.get('held_out_difference_interval_hu2'))} | "
+                     f"{row['kept']} | "
                      f"{_fmt(delivered(row))} | {gate_verdict(row)} |")
     if not results["adaptations"]:  # --choice-only
-        lines = ["# The label-free choice of a model (`--model auto`), against the references", *lines[1:4]]
+        lines = ["# The label-free choice of a model (`--model auto`), against the references", *lines[1:3]]
     if results["model_choice"]:
         lines += ["", "## Which shipped model suits these scans: cpce2d-mayo-general against cpce2d-mayo-d45", "",
                   "*SURE would choose*: the rule on the whole scored series; *Auto chose*: the product's "
                   "`--model auto` (8 slices spread through the series, the noise model from up to 32).", "",
-                  "| scored series | true gain vs reference | window PSNR gain | SURE [95 %, noise band] | SURE's "
+                  "| scored series | true gain vs reference | window PSNR gain | SURE [other − start, HU²] | SURE's "
                   "prediction vs the reference | SURE would choose | Auto chose | Auto's time (s) |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in results["model_choice"]:
             choice = row["other"] if row["sure_prefers_other"] else row["start"]
             lines.append(f"| {row['series']} | {_fmt(row['true_gain_db'])} | {_fmt(row['window_psnr_gain_db'])} | "
-                         f"{_fmt(row['estimated_gain_db'])} {_interval(row['interval_db'])} | "
+                         f"{_fmt(row['estimated_gain_db'])}{_interval(row['difference_interval_hu2'])} | "
                          f"{_fmt(row['predicted_gain_vs_reference_db'])} | {choice} | {row.get('auto_chose', '–')} | "
                          f"{row.get('auto_seconds', '–')} |")
     lines += ["", "SURE on the Mayo series estimates the error against the (unknown) noise-free image; their "
@@ -171,7 +178,13 @@ def main(argv: list[str] | None = None) -> None:
                              "each, 84 minutes on one CPU core; checkpointed, so a stopped run resumes)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "evaluation" / "gain-estimate.json")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the Markdown beside --out from the results already in it (no runs)")
     args = parser.parse_args(argv)
+    if args.render:
+        write_markdown(json.loads(args.out.read_text(encoding="utf-8")), args.out.with_suffix(".md"))
+        print(f"Wrote {args.out.with_suffix('.md')}")
+        return
     with open(REPORT_CONFIG, encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     report_dir = REPO_ROOT / config["output_dir"]

@@ -3,6 +3,7 @@ the report): what the control is, what the product delivers after its gain gate,
 to, and the cache names that keep a changed setting from reusing a stale run. The runs themselves are hours of CPU
 (docs/evaluation)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -68,3 +69,22 @@ def test_a_product_run_is_named_by_its_start_targets_and_settings():
                                        0, 300),
               product_runs.product_job(direction, "cpce2d-mayo-d45", True, "recorruption", 1, 300)]
     assert len({job_path(Path("runs"), other) for other in others} | {path}) == 5
+
+
+def test_each_run_shows_the_interval_the_gate_acted_on_and_render_rewrites_the_markdown(tmp_path):
+    run = dict(row("D45→B30", "noise-matching", -0.58, "start"), seed=0, true_gain_db=-0.65, estimated_gain_db=1.04,
+               interval_db=[float("nan"), float("nan")], difference_interval_hu2=[-20.5, 31.25],
+               predicted_gain_vs_reference_db=-0.8, held_out_estimate_db=1.01,
+               held_out_difference_interval_hu2=[-3.0, 12.0])
+    older = dict(run, seed=1)  # a row from before the held-out interval was kept
+    del older["held_out_difference_interval_hu2"]
+    results = {"command": "python -m training.validate_gain", "git_commit": "abc", "seconds": 1, "device": "cpu",
+               "adaptations": [run, older], "model_choice": [], "training_seconds": 2.0}
+    out = tmp_path / "gain.json"
+    out.write_text(json.dumps(results), encoding="utf-8")
+    validate_gain.main(["--render", "--out", str(out)])
+    lines = out.with_suffix(".md").read_text(encoding="utf-8").splitlines()
+    first, second = (next(line for line in lines if line.startswith(f"| D45→B30 | noise-matching | {seed} |"))
+                     for seed in (0, 1))
+    assert "| +1.04 [-20.5, +31.2] | -0.80 | +1.01 [-3.0, +12.0] | start |" in first
+    assert "| +1.04 [-20.5, +31.2] | -0.80 | +1.01 | start |" in second
