@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         results["model_choice"].append(row)
         print(json.dumps(row), flush=True)
     results["seconds"] = round(time.perf_counter() - tic)
-    results["device"] = f"{device.type} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    results["device"] = f"{device.type} ({threads} thread{'s' if threads != 1 else ''})"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(args.out) as temporary:
         Path(temporary).write_text(json.dumps(results, indent=2), encoding="utf-8")
